@@ -1,0 +1,3 @@
+from sockkit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Server models: who runs the connections. Each exposes ``serve(server: Server) -> None``."""

@@ -1,0 +1,96 @@
+"""The accept loop shared by the blocking models.
+
+It selects on every listener plus the stop signal's wake-up descriptor, so a SIGTERM ends it
+at once (socketserver's 0.5 s ``shutdown()`` poll is the anti-pattern, cpython#88932).
+Accept errors that mean "out of descriptors or memory" back off briefly and log at most once a
+second instead of spinning in a busy loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import time
+from collections.abc import Callable
+
+from sockkit.lifecycle import Log, StopSignal, peer_of
+from sockkit.net import tune_accepted
+from sockkit.services.actions import Peer
+
+EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+BACKOFF_SECONDS = 0.1
+
+
+class AcceptThrottle:
+    """Back-off and rate-limited logging for accept errors (one log line a second at most)."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.last_logged = 0.0
+        self.suppressed = 0
+
+    def failed(self, exc: OSError) -> float:
+        """Seconds to wait before accepting again (0: retry at once)."""
+        if exc.errno not in EXHAUSTED:
+            return 0.0  # ECONNABORTED and friends: that client left before we took it
+        now = time.monotonic()
+        if now - self.last_logged >= 1.0:
+            more = f" ({self.suppressed} more)" if self.suppressed else ""
+            self.log.error(f"accept failed: {exc.strerror}; backing off{more}")
+            self.last_logged, self.suppressed = now, 0
+        else:
+            self.suppressed += 1
+        return BACKOFF_SECONDS
+
+
+def accept_forever(listeners: list[socket.socket], stop: StopSignal, log: Log,
+                   on_client: Callable[[socket.socket, Peer], None],
+                   on_wake: Callable[[], None] = lambda: None, tick: float | None = None) -> None:
+    """Hand every accepted client to ``on_client`` until the stop signal fires.
+
+    ``on_wake`` runs after every wake-up (signals such as SIGCHLD poke the same descriptor) and
+    at least every ``tick`` seconds, for work like reaping children.
+    """
+    selector = selectors.DefaultSelector()
+    throttle = AcceptThrottle(log)
+    for listener in listeners:
+        listener.setblocking(False)
+        selector.register(listener, selectors.EVENT_READ)
+    selector.register(stop.fileno(), selectors.EVENT_READ)
+    try:
+        while not stop.stopping:
+            for key, _ in selector.select(tick):
+                if key.fileobj == stop.fileno():
+                    stop.drain_pipe()
+                    continue
+                try:
+                    sock, address = key.fileobj.accept()
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    pause = throttle.failed(exc)
+                    if pause:
+                        time.sleep(pause)
+                    continue
+                sock.setblocking(True)
+                tune_accepted(sock)
+                on_client(sock, peer_of(address))
+            on_wake()
+    finally:
+        selector.close()
+        for listener in listeners:
+            listener.close()
+
+
+def refuse(sock: socket.socket, reply: bytes) -> None:
+    """Tell a client over the connection limit that we are busy, without ever blocking."""
+    try:
+        sock.setblocking(False)
+        if reply:
+            sock.send(reply)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        sock.close()

@@ -1,0 +1,134 @@
+"""The one blocking driver: carries out a service's actions on a blocking socket.
+
+sequential, thread, pool, fork, fork-signal and socketserver differ only in who calls
+``serve_connection``. Rule: one error boundary per connection -- a reset, timeout or garbage
+from this client ends this connection and nothing else.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from sockkit.models.settings import RECV_SIZE
+from sockkit.services.actions import Close, Connection, Send, SendFile, Wait
+
+#: After our last byte, how long we keep reading (and discarding) before closing, so that
+#: unread client data does not turn our FIN into a RST that destroys the reply in flight.
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1 << 20
+
+
+class Tracker:
+    """Live connections of one process, so a stop can close idle ones and cut the rest.
+
+    Lock-free on purpose: ``stop`` runs inside a signal handler, which must never wait for a
+    lock its own thread may hold. Set operations are atomic under the GIL, and the order
+    (a connection announces it is waiting, *then* checks ``stopping``; ``stop`` sets the flag,
+    *then* looks at who is waiting) means no idle connection is missed.
+    """
+
+    def __init__(self) -> None:
+        self.live: set[socket.socket] = set()
+        self.waiting: set[socket.socket] = set()
+        self.stopping = False
+
+    def may_wait(self, sock: socket.socket) -> bool:
+        """Announce that ``sock`` is about to wait for a request; False once stopping."""
+        self.waiting.add(sock)
+        if self.stopping:
+            self.waiting.discard(sock)
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Stop taking requests: connections waiting for one see end-of-stream at once."""
+        self.stopping = True
+        for sock in list(self.waiting):
+            _shutdown(sock, socket.SHUT_RD)
+
+    def cut(self) -> None:
+        """The drain deadline passed: end every connection now."""
+        self.stopping = True
+        for sock in list(self.live):
+            _shutdown(sock, socket.SHUT_RDWR)
+
+    def wait_empty(self, seconds: float, hurry=lambda: False) -> bool:
+        deadline = time.monotonic() + seconds
+        while self.live and time.monotonic() < deadline and not hurry():
+            time.sleep(0.02)
+        return not self.live
+
+
+def _shutdown(sock: socket.socket, how: int) -> None:
+    try:
+        sock.shutdown(how)
+    except OSError:
+        pass
+
+
+def serve_connection(sock: socket.socket, conn: Connection, idle_timeout: float, tracker: Tracker) -> None:
+    """Run one client's conversation to its end; always closes ``sock`` and ``conn``."""
+    tracker.live.add(sock)
+    try:
+        sock.settimeout(idle_timeout)
+        if not run_actions(sock, conn.start()):
+            return
+        while tracker.may_wait(sock):
+            data = sock.recv(RECV_SIZE)
+            tracker.waiting.discard(sock)
+            if not run_actions(sock, conn.receive(data)) or not data:
+                return
+        run_actions(sock, conn.receive(b""))  # stopping: let the service say goodbye
+    except OSError:
+        pass  # reset, timeout, broken pipe: this client is gone, the server goes on
+    finally:
+        tracker.waiting.discard(sock)
+        tracker.live.discard(sock)
+        conn.close()
+        sock.close()
+
+
+def run_actions(sock: socket.socket, actions: list) -> bool:
+    """Carry out ``actions`` in order; False once the connection was closed."""
+    for action in actions:
+        kind = type(action)
+        if kind is Send:
+            sock.sendall(action.data)
+        elif kind is SendFile:
+            send_file(sock, action)
+        elif kind is Wait:
+            time.sleep(action.seconds)  # only this client's thread or process waits
+        elif kind is Close:
+            linger_close(sock)
+            return False
+        else:
+            raise TypeError(f"unknown action {action!r}")
+    return True
+
+
+def send_file(sock: socket.socket, action: SendFile) -> None:
+    """Zero-copy where the kernel can (``socket.sendfile`` uses ``os.sendfile``)."""
+    try:
+        if action.count:
+            sent = sock.sendfile(action.file, action.offset, action.count)
+            if sent != action.count:
+                raise ConnectionError(f"file shrank while being sent ({sent} of {action.count} bytes)")
+    finally:
+        action.file.close()
+
+
+def linger_close(sock: socket.socket) -> None:
+    """Half-close, then read what the peer still sends (bounded) so our FIN is not a RST."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(LINGER_SECONDS)
+        deadline = time.monotonic() + LINGER_SECONDS
+        drained = 0
+        while drained < LINGER_BYTES and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            drained += len(chunk)
+    except OSError:
+        pass

@@ -1,0 +1,328 @@
+"""One thread multiplexing every socket with ``selectors``: the chapter's select server, fixed.
+
+Rules kept here:
+- Never "hope it won't block": every socket is non-blocking; a send that cannot finish leaves
+  its rest in the channel's buffer and the socket is watched for writability (the chapter's own
+  caveat, and what asyncio's selector transport does).
+- A client whose unsent output passes ``HIGH_WATER`` is not read from until it drains, so a
+  client that never reads costs at most that much memory.
+- ``Wait`` is a timer in a heap, never a sleep: a slow request holds only its own connection.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import selectors
+import socket
+import time
+from collections import deque
+
+from sockkit.models.accept import AcceptThrottle, refuse
+from sockkit.models.blocking import LINGER_SECONDS
+from sockkit.models.settings import HIGH_WATER, RECV_SIZE, Server
+from sockkit.lifecycle import peer_of
+from sockkit.net import tune_accepted
+from sockkit.services.actions import Close, Send, SendFile, Wait
+
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+#: Actions queued behind a Wait or a pending send before we stop reading a client.
+MAX_QUEUED_ACTIONS = 256
+#: Clients accepted per wake-up of a listener, so a connect storm cannot starve the others.
+ACCEPTS_PER_WAKE = 64
+SWEEP_SECONDS = 1.0
+
+
+class Channel:
+    """One client's socket, its queued actions and its unsent bytes."""
+
+    __slots__ = ("sock", "fd", "conn", "outbox", "buffer", "file", "held", "closing", "mask", "last_seen",
+                 "linger_until")
+
+    def __init__(self, sock: socket.socket, conn, now: float) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.conn = conn
+        self.outbox: deque = deque()
+        self.buffer = bytearray()
+        self.file: SendFile | None = None  # the file being sent, with offset/count still to go
+        self.held = False  # a Wait is running
+        self.closing = False  # a Close was reached: half-closed, discarding input until EOF
+        self.mask = READ
+        self.last_seen = now
+        self.linger_until = 0.0
+
+    @property
+    def idle(self) -> bool:
+        return not (self.outbox or self.buffer or self.file or self.held)
+
+
+class SelectServer:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.selector = selectors.DefaultSelector()
+        self.channels: dict[int, Channel] = {}
+        self.timers: list = []
+        self.sequence = itertools.count()
+        self.throttle = AcceptThrottle(server.log)
+        self.accepting = True
+        self.drain_deadline = 0.0
+        self.muted_until = 0.0
+        self.listeners = {listener.fileno(): listener for listener in server.listeners}
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        stop = self.server.stop
+        for listener in self.listeners.values():
+            listener.setblocking(False)
+            self.selector.register(listener, READ, None)
+        self.selector.register(stop.fileno(), READ, None)
+        next_sweep = time.monotonic() + SWEEP_SECONDS
+        try:
+            while self.accepting or self.channels:
+                timeout = SWEEP_SECONDS
+                if self.timers:
+                    timeout = max(0.0, min(timeout, self.timers[0][0] - time.monotonic()))
+                events = self.selector.select(timeout)
+                now = time.monotonic()
+                for key, mask in events:
+                    channel = key.data
+                    if channel is None:
+                        self._on_listener(key.fd, now)
+                    elif channel.fd in self.channels:
+                        if mask & READ:
+                            self._on_readable(channel, now)
+                        if mask & WRITE and channel.fd in self.channels:
+                            self._pump(channel, now)
+                while self.timers and self.timers[0][0] <= now:
+                    _, _, channel = heapq.heappop(self.timers)
+                    if channel.fd in self.channels and channel.held:
+                        channel.held = False
+                        self._pump(channel, now)
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + SWEEP_SECONDS
+        finally:
+            for channel in list(self.channels.values()):
+                self._close(channel)
+            for listener in self.listeners.values():
+                listener.close()
+            self.selector.close()
+
+    def _on_listener(self, fd: int, now: float) -> None:
+        stop = self.server.stop
+        if fd == stop.fileno():
+            stop.drain_pipe()
+            if stop.stopping and self.accepting:
+                self._begin_stop(now)
+            if stop.hurry:
+                for channel in list(self.channels.values()):
+                    self._close(channel)
+            return
+        listener = self.listeners[fd]
+        for _ in range(ACCEPTS_PER_WAKE):
+            try:
+                sock, address = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                pause = self.throttle.failed(exc)
+                if pause:
+                    # Out of descriptors: stop watching listeners briefly instead of spinning.
+                    self._mute_listeners(now + pause)
+                return
+            self._admit(sock, address, now)
+
+    def _admit(self, sock: socket.socket, address, now: float) -> None:
+        server = self.server
+        if len(self.channels) >= server.limits.max_connections:
+            refuse(sock, server.service.busy_reply())
+            return
+        sock.setblocking(False)
+        tune_accepted(sock)
+        peer = peer_of(address)
+        server.log.connected(peer)
+        channel = Channel(sock, server.service.connect(peer), now)
+        self.channels[channel.fd] = channel
+        self.selector.register(sock, READ, channel)
+        self._enqueue(channel, channel.conn.start(), now)
+
+    def _on_readable(self, channel: Channel, now: float) -> None:
+        try:
+            data = channel.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(channel)
+            return
+        channel.last_seen = now
+        if channel.closing:
+            if not data:
+                self._close(channel)  # lingering close finished: the peer has closed too
+            return
+        try:
+            actions = channel.conn.receive(data)
+        except Exception as exc:  # a service bug must cost one connection, not the server
+            self.server.log.error(f"service failed: {exc!r}")
+            self._close(channel)
+            return
+        # Fast path: nothing queued and one Send -- try it now, as asyncio's transports do.
+        if len(actions) == 1 and type(actions[0]) is Send and channel.idle:
+            data_out = actions[0].data
+            try:
+                sent = channel.sock.send(data_out)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._close(channel)
+                return
+            if sent < len(data_out):
+                channel.buffer += memoryview(data_out)[sent:]
+                self._watch(channel)
+            return
+        self._enqueue(channel, actions, now)
+
+    # -- carrying out actions --------------------------------------------------------------------
+    def _enqueue(self, channel: Channel, actions: list, now: float) -> None:
+        channel.outbox.extend(actions)
+        self._pump(channel, now)
+
+    def _pump(self, channel: Channel, now: float) -> None:
+        """Carry out queued actions until one has to wait for time or for the socket."""
+        try:
+            while True:
+                if channel.buffer:
+                    sent = channel.sock.send(channel.buffer)
+                    del channel.buffer[:sent]
+                    if channel.buffer:
+                        break
+                if channel.file is not None and not self._send_file(channel):
+                    break
+                if channel.held or not channel.outbox:
+                    break
+                action = channel.outbox.popleft()
+                kind = type(action)
+                if kind is Send:
+                    channel.buffer += action.data
+                elif kind is SendFile:
+                    channel.file = action
+                elif kind is Wait:
+                    channel.held = True
+                    heapq.heappush(self.timers, (now + action.seconds, next(self.sequence), channel))
+                elif kind is Close:
+                    channel.outbox.clear()
+                    channel.outbox.append(action)  # stays queued until the buffer is flushed
+                    if not channel.buffer and channel.file is None:
+                        self._half_close(channel, now)
+                    break
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._close(channel)
+            return
+        if channel.fd in self.channels:
+            self._watch(channel)
+            if not self.accepting and channel.idle:
+                self._close(channel)  # stopping: the request in flight is answered, we are done
+
+    def _send_file(self, channel: Channel) -> bool:
+        """Zero-copy send of the current file; True once it is all sent."""
+        action = channel.file
+        offset, remaining = action.offset, action.count
+        try:
+            while remaining:
+                sent = os.sendfile(channel.fd, action.file.fileno(), offset, min(remaining, 1 << 30))
+                if sent == 0:
+                    raise ConnectionError("file shrank while being sent")
+                offset += sent
+                remaining -= sent
+        except BlockingIOError:
+            channel.file = SendFile(action.file, offset, remaining)
+            return False
+        except BaseException:
+            action.file.close()
+            channel.file = None
+            raise
+        action.file.close()
+        channel.file = None
+        return True
+
+    def _half_close(self, channel: Channel, now: float) -> None:
+        """FIN now, close when the peer's FIN arrives or after a short linger (no RST on our reply)."""
+        channel.outbox.clear()
+        channel.closing = True
+        channel.linger_until = now + LINGER_SECONDS
+        try:
+            channel.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(channel)
+
+    def _watch(self, channel: Channel) -> None:
+        wants_write = bool(channel.buffer) or channel.file is not None
+        backed_up = len(channel.buffer) > HIGH_WATER or len(channel.outbox) > MAX_QUEUED_ACTIONS
+        mask = (WRITE if wants_write else 0) | (0 if backed_up and not channel.closing else READ)
+        if mask == channel.mask:
+            return
+        if not mask:
+            self.selector.unregister(channel.sock)  # nothing to wait for until a timer fires
+        elif not channel.mask:
+            self.selector.register(channel.sock, mask, channel)
+        else:
+            self.selector.modify(channel.sock, mask, channel)
+        channel.mask = mask
+
+    def _close(self, channel: Channel) -> None:
+        if self.channels.pop(channel.fd, None) is None:
+            return
+        if channel.mask:
+            self.selector.unregister(channel.sock)  # unregister before close: the fd may be reused
+        if channel.file is not None:
+            channel.file.file.close()
+        for action in channel.outbox:
+            if type(action) is SendFile:
+                action.file.close()
+        channel.sock.close()
+        try:
+            channel.conn.close()
+        except Exception as exc:
+            self.server.log.error(f"service close failed: {exc!r}")
+
+    # -- time-driven work ------------------------------------------------------------------------
+    def _sweep(self, now: float) -> None:
+        idle_limit = self.server.limits.idle_timeout
+        for channel in list(self.channels.values()):
+            if channel.closing and now >= channel.linger_until:
+                self._close(channel)
+            elif now - channel.last_seen > idle_limit and not channel.held:
+                self._close(channel)  # idle, or a reader that stopped reading: both time out
+        if not self.accepting and now >= self.drain_deadline:
+            for channel in list(self.channels.values()):
+                self._close(channel)
+        if self.muted_until and now >= self.muted_until:
+            self.muted_until = 0.0
+            for listener in self.listeners.values():
+                self.selector.register(listener, READ, None)
+
+    def _mute_listeners(self, until: float) -> None:
+        if self.muted_until:
+            return
+        self.muted_until = until
+        for listener in self.listeners.values():
+            self.selector.unregister(listener)
+
+    def _begin_stop(self, now: float) -> None:
+        self.accepting = False
+        self.drain_deadline = now + self.server.limits.drain_seconds
+        for fd, listener in list(self.listeners.items()):
+            if not self.muted_until:
+                self.selector.unregister(listener)
+            listener.close()
+            del self.listeners[fd]
+        for channel in list(self.channels.values()):
+            if channel.idle and not channel.closing:
+                self._close(channel)
+
+
+def serve(server: Server) -> None:
+    SelectServer(server).run()

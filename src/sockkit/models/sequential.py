@@ -1,0 +1,18 @@
+"""One client at a time: the chapter's first echo server."""
+
+from __future__ import annotations
+
+from sockkit.models.accept import accept_forever
+from sockkit.models.blocking import Tracker, serve_connection
+from sockkit.models.settings import Server
+
+
+def serve(server: Server) -> None:
+    tracker = Tracker()
+    server.stop.on_signal(lambda count: tracker.stop() if count == 1 else tracker.cut())
+
+    def on_client(sock, peer):
+        server.log.connected(peer)
+        serve_connection(sock, server.service.connect(peer), server.limits.idle_timeout, tracker)
+
+    accept_forever(server.listeners, server.stop, server.log, on_client)

@@ -1,0 +1,40 @@
+"""What every model is handed: the service, the bound listeners and the limits."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from sockkit.lifecycle import DEFAULT_DRAIN_SECONDS, Log, StopSignal
+from sockkit.services.actions import Service
+
+#: Bytes asked of the kernel per recv: large enough that a bulk upload is a few syscalls,
+#: small enough that one read per client cannot balloon memory.
+RECV_SIZE = 256 * 1024
+#: A connection that sends nothing for this long is closed (nginx's keepalive/client timeouts
+#: are of this order); a slow request (``--delay``) never counts as idle.
+DEFAULT_IDLE_SECONDS = 300.0
+#: Most simultaneous clients; past it a client gets the service's busy reply and is closed.
+DEFAULT_MAX_CONNECTIONS = 1024
+#: Unsent bytes per connection before we stop reading from it (Twisted/asyncio/uvicorn: 64 KiB).
+HIGH_WATER = 64 * 1024
+
+
+@dataclass
+class Limits:
+    idle_timeout: float = DEFAULT_IDLE_SECONDS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    #: socketserver model: ForkingTCPServer instead of ThreadingTCPServer.
+    fork: bool = False
+
+
+@dataclass
+class Server:
+    service: Service
+    listeners: list[socket.socket]
+    limits: Limits
+    log: Log
+    stop: StopSignal

@@ -1,0 +1,100 @@
+"""The standard library's ``socketserver`` framework running a sockkit service.
+
+``ThreadingTCPServer`` by default, ``ForkingTCPServer`` with ``--fork``. Each listener gets its
+own server object fed our already-bound socket (bind first, serve second). What the framework
+does badly is left visible on purpose, so it can be compared: its ``shutdown()`` polls every
+``poll_interval`` seconds, and ``ForkingTCPServer`` blocks accepting at ``max_children``.
+"""
+
+from __future__ import annotations
+
+import signal
+import socketserver
+import threading
+
+from sockkit.lifecycle import peer_of
+from sockkit.models.blocking import Tracker, serve_connection
+from sockkit.models.settings import Server
+
+POLL_SECONDS = 0.2
+
+
+def _server_class(fork: bool):
+    base = socketserver.ForkingTCPServer if fork else socketserver.ThreadingTCPServer
+
+    class Wrapped(base):  # type: ignore[misc, valid-type]
+        daemon_threads = True
+        block_on_close = False
+
+        def __init__(self, listener, handler):
+            super().__init__(listener.getsockname()[:2], handler, bind_and_activate=False)
+            self.socket.close()
+            self.socket = listener
+            self.address_family = listener.family
+
+        def handle_error(self, request, client_address):
+            pass  # one client's failure is that client's; serve_connection already closed it
+
+    return Wrapped
+
+
+def serve(server: Server) -> None:
+    tracker = Tracker()
+    server.stop.on_signal(lambda count: tracker.stop() if count == 1 else tracker.cut())
+    limits = server.limits
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            peer = peer_of(self.client_address)
+            server.log.connected(peer)
+            if limits.fork:
+                # In the forked child: our own drain on SIGTERM, a fresh tracker state.
+                signal.signal(signal.SIGTERM, lambda s, f: tracker.stop())
+            serve_connection(self.request, server.service.connect(peer), limits.idle_timeout, tracker)
+
+    cls = _server_class(limits.fork)
+    servers = [cls(listener, Handler) for listener in server.listeners]
+    for srv in servers:
+        if limits.fork:
+            srv.max_children = limits.max_connections
+        threading.Thread(target=srv.serve_forever, args=(POLL_SECONDS,), daemon=True).start()
+
+    while not server.stop.stopping:
+        import select
+
+        select.select([server.stop.fileno()], [], [], None)
+        server.stop.drain_pipe()
+    for srv in servers:
+        srv.shutdown()
+    tracker.stop()
+    if limits.fork:
+        _drain_children(servers, server)
+    elif not tracker.wait_empty(limits.drain_seconds, lambda: server.stop.hurry):
+        tracker.cut()
+        tracker.wait_empty(1.0)
+    for srv in servers:
+        srv.server_close()
+
+
+def _drain_children(servers, server: Server) -> None:
+    import os
+    import time
+
+    for srv in servers:
+        for pid in list(srv.active_children or ()):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + server.limits.drain_seconds
+    while any(srv.active_children for srv in servers) and time.monotonic() < deadline and not server.stop.hurry:
+        for srv in servers:
+            srv.collect_children()
+        time.sleep(0.02)
+    for srv in servers:
+        for pid in list(srv.active_children or ()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        srv.block_on_close = True

@@ -1,0 +1,89 @@
+"""The contract between services and server models.
+
+A service turns bytes received into a list of *actions*; a model carries them out over a real
+socket. Rule: nothing here (or anywhere under ``services/``) performs I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Bytes to send, in order after every earlier action."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendFile:
+    """``count`` bytes of ``file`` from ``offset``; the driver picks the fastest path.
+
+    Ownership of ``file`` passes to the driver: it closes the file once the bytes are sent or the
+    connection ends, whichever comes first (the service must not touch it again).
+    """
+
+    file: BinaryIO
+    offset: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Hold this connection's later actions for ``seconds``; other clients never wait."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Flush what is queued, half-close, then close the connection."""
+
+
+Action = Send | SendFile | Wait | Close
+CLOSE = Close()
+
+
+class Connection(Protocol):
+    """One client's conversation, with no sockets in it."""
+
+    def start(self) -> list[Action]:
+        """Actions to run as soon as the client is accepted (a banner); usually ``[]``."""
+        ...
+
+    def receive(self, data: bytes) -> list[Action]:
+        """Actions answering ``data``; ``b""`` means the peer closed its side (as ``socket.recv``)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the conversation holds; called exactly once when the connection ends."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who is on the other end, as the model learned it from ``accept``."""
+
+    host: str
+    port: int
+
+
+class Service(Protocol):
+    """A protocol that any server model can run."""
+
+    name: str
+
+    def connect(self, peer: Peer) -> Connection:
+        """A fresh conversation for a client just accepted."""
+        ...
+
+    def busy_reply(self) -> bytes:
+        """What a client is told when the server is at its connection limit."""
+        ...
+
+
+#: A clock handed to services that need the time; injected so services stay pure.
+Clock = Callable[[], float]
