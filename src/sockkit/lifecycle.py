@@ -6,6 +6,7 @@ that descriptor do the work, so SIGTERM is noticed at once rather than at the ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -120,7 +121,5 @@ class StopSignal:
 
     def close(self) -> None:
         for fd in (self._read_fd, self._write_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass

@@ -6,6 +6,7 @@ place own IPv4/IPv6, several ports, ``--port 0`` and ``SO_REUSEPORT`` for every 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 from collections.abc import Iterable
@@ -95,7 +96,5 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
 
 def tune_accepted(sock: socket.socket) -> None:
     """Per-connection options: no Nagle, so latency figures do not measure delayed-ACK stalls."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass

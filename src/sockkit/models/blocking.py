@@ -7,6 +7,7 @@ from this client ends this connection and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -61,10 +62,8 @@ class Tracker:
 
 
 def _shutdown(sock: socket.socket, how: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(how)
-    except OSError:
-        pass
 
 
 def serve_connection(sock: socket.socket, conn: Connection, idle_timeout: float, tracker: Tracker) -> None:

@@ -19,10 +19,10 @@ import socket
 import time
 from collections import deque
 
+from sockkit.lifecycle import peer_of
 from sockkit.models.accept import AcceptThrottle, refuse
 from sockkit.models.blocking import LINGER_SECONDS
 from sockkit.models.settings import HIGH_WATER, RECV_SIZE, Server
-from sockkit.lifecycle import peer_of
 from sockkit.net import tune_accepted
 from sockkit.services.actions import Close, Send, SendFile, Wait
 
@@ -37,8 +37,19 @@ SWEEP_SECONDS = 1.0
 class Channel:
     """One client's socket, its queued actions and its unsent bytes."""
 
-    __slots__ = ("sock", "fd", "conn", "outbox", "buffer", "file", "held", "closing", "mask", "last_seen",
-                 "linger_until")
+    __slots__ = (
+        "buffer",
+        "closing",
+        "conn",
+        "fd",
+        "file",
+        "held",
+        "last_seen",
+        "linger_until",
+        "mask",
+        "outbox",
+        "sock",
+    )
 
     def __init__(self, sock: socket.socket, conn, now: float) -> None:
         self.sock = sock

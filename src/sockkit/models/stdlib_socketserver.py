@@ -8,9 +8,13 @@ does badly is left visible on purpose, so it can be compared: its ``shutdown()``
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 import signal
 import socketserver
 import threading
+import time
 
 from sockkit.lifecycle import peer_of
 from sockkit.models.blocking import Tracker, serve_connection
@@ -60,8 +64,6 @@ def serve(server: Server) -> None:
         threading.Thread(target=srv.serve_forever, args=(POLL_SECONDS,), daemon=True).start()
 
     while not server.stop.stopping:
-        import select
-
         select.select([server.stop.fileno()], [], [], None)
         server.stop.drain_pipe()
     for srv in servers:
@@ -77,15 +79,10 @@ def serve(server: Server) -> None:
 
 
 def _drain_children(servers, server: Server) -> None:
-    import os
-    import time
-
     for srv in servers:
         for pid in list(srv.active_children or ()):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + server.limits.drain_seconds
     while any(srv.active_children for srv in servers) and time.monotonic() < deadline and not server.stop.hurry:
         for srv in servers:
@@ -93,8 +90,6 @@ def _drain_children(servers, server: Server) -> None:
         time.sleep(0.02)
     for srv in servers:
         for pid in list(srv.active_children or ()):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         srv.block_on_close = True

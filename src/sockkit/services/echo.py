@@ -66,7 +66,7 @@ class RawEcho:
 class LineEcho:
     """``Echo=>`` + each line (+ `` at <server time>`` when stamping)."""
 
-    __slots__ = ("service", "lines")
+    __slots__ = ("lines", "service")
 
     def __init__(self, service: EchoService) -> None:
         self.service = service

@@ -15,7 +15,7 @@ class LineTooLong(ValueError):
 class LineBuffer:
     """Collects bytes and hands out complete ``\\n``-terminated lines (without the newline)."""
 
-    __slots__ = ("limit", "_partial")
+    __slots__ = ("_partial", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -1,0 +1,40 @@
+"""``sockkit echo [HOST[:PORT]] [MESSAGE ...]``: the chapter's echo client."""
+
+from __future__ import annotations
+
+import sys
+
+from sockkit.clients.connect import ConnectFailed
+from sockkit.clients.echo import ReplyError, exchange
+from sockkit.net import split_host_port
+from sockkit.services.echo import DEFAULT_PORT
+
+DEFAULT_MESSAGE = "Hello network world"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("echo", help="send messages to an echo server, print each reply",
+                                   description="The chapter's echo client: one message per argument.")
+    parser.add_argument("server", nargs="?", default="localhost", metavar="HOST[:PORT]",
+                        help=f"server (default localhost:{DEFAULT_PORT}; [::1]:PORT for IPv6)")
+    parser.add_argument("messages", nargs="*", metavar="MESSAGE", help=f"default: {DEFAULT_MESSAGE!r}")
+    parser.add_argument("--port", type=int, default=None, help="port, if not given as HOST:PORT")
+    parser.add_argument("--raw", action="store_true", help="the server echoes raw bytes (serve echo --raw)")
+    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="give up on a silent server after this long (default %(default)s)")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    host, port = split_host_port(args.server, args.port or DEFAULT_PORT)
+    messages = args.messages or [DEFAULT_MESSAGE]
+    try:
+        for reply in exchange(host, port, messages, raw=args.raw, timeout=args.timeout):
+            print("Client received:", repr(reply), flush=True)
+    except ConnectFailed as exc:
+        print(f"sockkit echo: {exc}", file=sys.stderr)
+        return 1
+    except (ReplyError, OSError) as exc:
+        print(f"sockkit echo: {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,81 @@
+"""``sockkit serve SERVICE --model MODEL``: bind, print where, hand over to the model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sockkit import catalog
+from sockkit.lifecycle import Log, StopSignal
+from sockkit.models.settings import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_CONNECTIONS, Limits, Server
+from sockkit.net import BindError, address_text, open_listeners
+
+# Service names are listed eagerly for argparse; their modules load only when chosen.
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("serve", help="run a service under a server model",
+                                   description="Run a service under one of the server models.")
+    services = parser.add_subparsers(dest="service", metavar="SERVICE", required=True)
+    for name in catalog.SERVICES:
+        spec = catalog.service_spec(name)
+        sub = services.add_parser(name, help=spec.help, description=spec.help,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  epilog=_models_epilog())
+        add_server_arguments(sub, spec)
+        spec.add_arguments(sub)
+        sub.set_defaults(handler=run, spec=spec)
+
+
+def _models_epilog() -> str:
+    return "models:\n" + "\n".join(f"  {name:<13} {text}" for name, text in catalog.MODEL_SUMMARIES.items())
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceSpec) -> None:
+    parser.add_argument("--model", choices=list(catalog.MODELS), default=None,
+                        help="concurrency model (default: the fastest here, %(default)s)".replace(
+                            "%(default)s", spec.default_model or catalog.fastest_model()))
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; '' or 0.0.0.0 or :: to expose)")
+    parser.add_argument("--port", type=int, action="append", metavar="PORT",
+                        help=f"port to listen on, repeatable (default {spec.default_port}; 0 picks a free one)")
+    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_SECONDS, metavar="SECONDS",
+                        help=f"close a connection silent this long (default {DEFAULT_IDLE_SECONDS:g})")
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                        help=f"clients served at once; more get a busy reply (default {DEFAULT_MAX_CONNECTIONS})")
+    parser.add_argument("--drain-timeout", type=float, default=Limits.drain_seconds, metavar="SECONDS",
+                        help="after SIGTERM/SIGINT, how long in-flight clients may finish (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="threads (pool) or processes (prefork); default: the number of CPUs")
+    parser.add_argument("--fork", action="store_true", help="socketserver model: ForkingTCPServer")
+    parser.add_argument("--quiet", action="store_true", help="no log line per client")
+
+
+def run(args: argparse.Namespace) -> int:
+    spec: catalog.ServiceSpec = args.spec
+    model = args.model or spec.default_model or catalog.fastest_model()
+    try:
+        service = spec.build(args)
+    except (ValueError, OSError) as exc:
+        print(f"sockkit: {exc}", file=sys.stderr)
+        return 2
+    ports = args.port or [spec.default_port]
+    limits = Limits(idle_timeout=args.idle_timeout, max_connections=args.max_connections,
+                    drain_seconds=args.drain_timeout, fork=args.fork)
+    if args.workers:
+        limits.workers = args.workers
+    try:
+        listeners = open_listeners(args.host, ports, reuse_port=(model == "prefork"))
+    except BindError as exc:
+        print(f"sockkit: {exc.strerror}", file=sys.stderr)
+        return 1
+    stop = StopSignal().install()
+    log = Log(quiet=args.quiet)
+    for listener in listeners:
+        print(f"sockkit {spec.name} server ({model}) listening on {address_text(listener)}", flush=True)
+    serve = catalog.load(catalog.MODELS[model])
+    try:
+        serve(Server(service, listeners, limits, log, stop))
+    finally:
+        stop.close()
+    return 0

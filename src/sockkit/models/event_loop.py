@@ -1,0 +1,315 @@
+"""asyncio (and uvloop) as a server model: a Protocol per connection, no streams.
+
+Protocols, not ``asyncio.streams``: the hot path is ``data_received -> receive -> write`` with
+no coroutine, future or extra buffer per message, which is what keeps this model within a few
+percent of a bare Protocol echo. ``Wait`` is ``call_later``; ``SendFile`` is the loop's
+zero-copy ``sendfile`` where the loop has one (uvloop does not: uvloop#228), else chunked reads
+written under flow control. When the transport's buffer passes its high-water mark we stop
+reading that client, so one client that never reads cannot grow the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections import deque
+
+from sockkit.lifecycle import peer_of
+from sockkit.models.settings import HIGH_WATER, Server
+from sockkit.net import BACKLOG
+from sockkit.services.actions import Close, Send, SendFile, Wait
+
+#: Chunk read from disk per write when the loop has no zero-copy sendfile.
+FILE_CHUNK = 1 << 20
+
+
+class Driver(asyncio.Protocol):
+    """Carries out one connection's actions on an asyncio transport."""
+
+    __slots__ = (
+        "active",
+        "busy",
+        "closed",
+        "conn",
+        "drain",
+        "hub",
+        "paused_writing",
+        "pending",
+        "quiet_ticks",
+        "reading",
+        "transport",
+    )
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.transport: asyncio.Transport | None = None
+        self.conn = None
+        self.pending: deque = deque()  # actions waiting behind a Wait or a file send
+        self.busy = False  # a Wait or a file send is in progress
+        self.paused_writing = False
+        self.drain: asyncio.Future | None = None
+        self.active = True
+        self.quiet_ticks = 0
+        self.closed = False
+        self.reading = True
+
+    # -- transport callbacks ---------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        hub = self.hub
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+        if len(hub.drivers) >= hub.limits.max_connections or not hub.accepting:
+            reply = hub.service.busy_reply()
+            if reply:
+                transport.write(reply)
+            transport.close()
+            self.closed = True
+            return
+        peer = peer_of(transport.get_extra_info("peername"))
+        hub.drivers.add(self)
+        hub.log.connected(peer)
+        self.conn = hub.service.connect(peer)
+        self.run(self.conn.start())
+
+    def data_received(self, data: bytes) -> None:
+        self.active = True
+        actions = self.conn.receive(data)
+        if not self.busy and len(actions) == 1 and type(actions[0]) is Send:
+            self.transport.write(actions[0].data)  # the hot path: one reply, nothing queued
+            return
+        self.run(actions)
+
+    def eof_received(self) -> bool:
+        self.active = True
+        self.run(self.conn.receive(b""))
+        return True  # keep our side open until the service's Close has flushed
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.hub.drivers.discard(self)
+        self._release()
+        if self.drain is not None and not self.drain.done():
+            self.drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.paused_writing = True
+        self._set_reading(False)
+
+    def resume_writing(self) -> None:
+        self.paused_writing = False
+        if self.drain is not None and not self.drain.done():
+            self.drain.set_result(None)
+        self._set_reading(True)
+
+    # -- actions ---------------------------------------------------------------------------------
+    def run(self, actions: list) -> None:
+        if self.busy:
+            self.pending.extend(actions)
+            if len(self.pending) > 256:
+                self._set_reading(False)  # the client is far ahead of us: let TCP push back
+            return
+        queue = deque(actions)
+        while queue and not self.closed:
+            action = queue.popleft()
+            kind = type(action)
+            if kind is Send:
+                self.transport.write(action.data)
+            elif kind is Wait:
+                self._hold(queue)
+                self.hub.loop.call_later(action.seconds, self._resume)
+                return
+            elif kind is SendFile:
+                self._hold(queue)
+                self.hub.loop.create_task(self._send_file(action))
+                return
+            elif kind is Close:
+                self._close_gracefully()
+                return
+
+    def _hold(self, rest: deque) -> None:
+        self.busy = True
+        rest.extend(self.pending)
+        self.pending = rest
+
+    def _resume(self) -> None:
+        self.busy = False
+        if self.closed:
+            return
+        actions, self.pending = list(self.pending), deque()
+        self._set_reading(True)
+        self.run(actions)
+        if not self.busy and not self.hub.accepting:
+            self._close_gracefully()  # stopping: the request in flight is answered
+
+    async def _send_file(self, action: SendFile) -> None:
+        try:
+            if action.count:
+                await self._transmit(action)
+        except (OSError, RuntimeError, asyncio.CancelledError):
+            if self.transport is not None:
+                self.transport.abort()
+        finally:
+            action.file.close()
+        self._resume()
+
+    async def _transmit(self, action: SendFile) -> None:
+        loop = self.hub.loop
+        if self.hub.zero_copy:
+            try:
+                sent = await loop.sendfile(self.transport, action.file, action.offset, action.count, fallback=False)
+                if sent != action.count:
+                    raise ConnectionError("file shrank while being sent")
+                return
+            except (NotImplementedError, AttributeError, asyncio.SendfileNotAvailableError):
+                self.hub.zero_copy = False
+        fd = action.file.fileno()
+        offset, remaining = action.offset, action.count
+        while remaining and not self.closed:
+            chunk = os.pread(fd, min(FILE_CHUNK, remaining), offset)
+            if not chunk:
+                raise ConnectionError("file shrank while being sent")
+            self.transport.write(chunk)
+            offset += len(chunk)
+            remaining -= len(chunk)
+            if self.paused_writing:
+                self.drain = loop.create_future()
+                await self.drain
+
+    def _close_gracefully(self) -> None:
+        self.pending.clear()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.can_write_eof():
+            with contextlib.suppress(OSError, RuntimeError):
+                transport.write_eof()
+        transport.close()  # flushes what is buffered first
+
+    def _set_reading(self, on: bool) -> None:
+        if on == self.reading or self.closed:
+            return
+        if on and (self.paused_writing or len(self.pending) > 256):
+            return
+        self.reading = on
+        with contextlib.suppress(RuntimeError):
+            if on:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def _release(self) -> None:
+        for action in self.pending:
+            if type(action) is SendFile:
+                action.file.close()
+        self.pending.clear()
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            conn.close()
+
+    @property
+    def idle(self) -> bool:
+        return not self.busy and (self.transport is None or self.transport.get_write_buffer_size() == 0)
+
+
+class Hub:
+    """What all drivers of one event loop share: the service, limits and live connections."""
+
+    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
+        self.service = server.service
+        self.limits = server.limits
+        self.log = server.log
+        self.loop = loop
+        self.drivers: set[Driver] = set()
+        self.accepting = True
+        self.zero_copy = hasattr(loop, "sendfile") and "uvloop" not in type(loop).__module__
+
+    def sweep(self, period: float) -> None:
+        """Close connections silent for the idle timeout: an attribute store per message, not a timer."""
+        ticks = max(1, round(self.limits.idle_timeout / period))
+        for driver in list(self.drivers):
+            if driver.active or driver.busy:
+                driver.active, driver.quiet_ticks = False, 0
+            else:
+                driver.quiet_ticks += 1
+                if driver.quiet_ticks >= ticks and driver.transport is not None:
+                    driver.transport.abort()
+
+
+async def serve_async(server: Server) -> None:
+    loop = asyncio.get_running_loop()
+    hub = Hub(server, loop)
+    stopped = asyncio.Event()
+    signals = {"count": 0}
+
+    def on_signal() -> None:
+        signals["count"] += 1
+        stopped.set()
+        if signals["count"] > 1:
+            for driver in list(hub.drivers):
+                if driver.transport is not None:
+                    driver.transport.abort()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+    servers = []
+    for listener in server.listeners:
+        listener.setblocking(False)
+        servers.append(await loop.create_server(lambda: Driver(hub), sock=listener, backlog=BACKLOG))
+    period = min(1.0, max(0.05, server.limits.idle_timeout / 4))
+
+    async def sweeper() -> None:
+        while True:
+            await asyncio.sleep(period)
+            hub.sweep(period)
+
+    sweeping = loop.create_task(sweeper())
+    await stopped.wait()
+    hub.accepting = False
+    for srv in servers:
+        srv.close()
+    for driver in list(hub.drivers):
+        if driver.idle:
+            driver._close_gracefully()
+    deadline = loop.time() + server.limits.drain_seconds
+    while hub.drivers and loop.time() < deadline and signals["count"] < 2:
+        await asyncio.sleep(0.02)
+    for driver in list(hub.drivers):
+        if driver.transport is not None:
+            driver.transport.abort()
+    sweeping.cancel()
+    await asyncio.sleep(0)
+
+
+def run(server: Server, use_uvloop: bool) -> None:
+    if use_uvloop:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve_async(server))
+    else:
+        with asyncio.Runner() as runner:
+            runner.run(serve_async(server))
+
+
+def serve_asyncio(server: Server) -> None:
+    run(server, use_uvloop=False)
+
+
+def serve_uvloop(server: Server) -> None:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        server.log.error("uvloop is not installed; running on asyncio's own loop")
+        run(server, use_uvloop=False)
+        return
+    run(server, use_uvloop=True)
+
+
+def uvloop_available() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
