@@ -95,10 +95,8 @@ class StopSignal:
             callback(self.requested)
 
     def poke(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # pipe full: the reader is already due to wake up
             os.write(self._write_fd, b"!")
-        except OSError:
-            pass  # pipe full: the reader is already due to wake up
 
     def fileno(self) -> int:
         return self._read_fd
