@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import select
 import socket
 import struct
 import subprocess
@@ -250,3 +251,24 @@ def test_port_in_use_is_a_clear_error():
                               capture_output=True, text=True, timeout=20)
         assert done.returncode == 1
         assert f"port {server.port} is already in use" in done.stderr
+
+
+def test_trickling_request_hits_an_absolute_deadline(model):
+    """A client sending one byte of a line every 0.2 s (never idle for long) is still cut off at
+    --request-timeout, though the idle timeout alone would never fire."""
+    with running("echo", "--model", model, "--port", "0", "--quiet", "--idle-timeout", "5",
+                 "--request-timeout", "1") as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        started = time.monotonic()
+        closed = False
+        for _ in range(40):  # bounded: about 8 s at most
+            try:
+                sock.sendall(b"x")
+                if select.select([sock], [], [], 0.2)[0] and sock.recv(1) == b"":
+                    closed = True
+            except OSError:
+                closed = True
+            if closed:
+                break
+        assert closed, "the server let a trickling client go on past its request deadline"
+        assert time.monotonic() - started < 5

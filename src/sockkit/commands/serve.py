@@ -7,8 +7,15 @@ import sys
 
 from sockkit import catalog
 from sockkit.lifecycle import Log, StopSignal
-from sockkit.models.settings import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_CONNECTIONS, Limits, Server
+from sockkit.models.settings import (
+    DEFAULT_IDLE_SECONDS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_SECONDS,
+    Limits,
+    Server,
+)
 from sockkit.net import BindError, address_text, open_listeners
+from sockkit.procs import keep_receive_buffers_on_heap
 
 # Service names are listed eagerly for argparse; their modules load only when chosen.
 
@@ -41,6 +48,9 @@ def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceS
                         help=f"port to listen on, repeatable (default {spec.default_port}; 0 picks a free one)")
     parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_SECONDS, metavar="SECONDS",
                         help=f"close a connection silent this long (default {DEFAULT_IDLE_SECONDS:g})")
+    parser.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_SECONDS, metavar="SECONDS",
+                        help="a started request must be complete within this long, however slowly it trickles "
+                             f"(default {DEFAULT_REQUEST_SECONDS:g})")
     parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                         help=f"clients served at once; more get a busy reply (default {DEFAULT_MAX_CONNECTIONS})")
     parser.add_argument("--drain-timeout", type=float, default=Limits.drain_seconds, metavar="SECONDS",
@@ -60,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"sockkit: {exc}", file=sys.stderr)
         return 2
     ports = args.port or [spec.default_port]
-    limits = Limits(idle_timeout=args.idle_timeout, max_connections=args.max_connections,
-                    drain_seconds=args.drain_timeout, fork=args.fork)
+    limits = Limits(idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
+                    max_connections=args.max_connections, drain_seconds=args.drain_timeout, fork=args.fork)
     if args.workers:
         limits.workers = args.workers
     try:
@@ -69,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     except BindError as exc:
         print(f"sockkit: {exc.strerror}", file=sys.stderr)
         return 1
+    keep_receive_buffers_on_heap()
     stop = StopSignal().install()
     log = Log(quiet=args.quiet)
     for listener in listeners:

@@ -11,7 +11,7 @@ import contextlib
 import socket
 import time
 
-from sockkit.models.settings import RECV_SIZE
+from sockkit.models.settings import RECV_SIZE, Limits
 from sockkit.services.actions import Close, Connection, Send, SendFile, Wait
 
 #: After our last byte, how long we keep reading (and discarding) before closing, so that
@@ -66,9 +66,12 @@ def _shutdown(sock: socket.socket, how: int) -> None:
         sock.shutdown(how)
 
 
-def serve_connection(sock: socket.socket, conn: Connection, idle_timeout: float, tracker: Tracker) -> None:
+def serve_connection(sock: socket.socket, conn: Connection, limits: Limits, tracker: Tracker) -> None:
     """Run one client's conversation to its end; always closes ``sock`` and ``conn``."""
     tracker.live.add(sock)
+    idle_timeout = limits.idle_timeout
+    pending_request = getattr(conn, "pending_request", None)
+    request_began = 0.0
     try:
         sock.settimeout(idle_timeout)
         if not run_actions(sock, conn.start()):
@@ -76,7 +79,19 @@ def serve_connection(sock: socket.socket, conn: Connection, idle_timeout: float,
         while tracker.may_wait(sock):
             data = sock.recv(RECV_SIZE)
             tracker.waiting.discard(sock)
-            if not run_actions(sock, conn.receive(data)) or not data:
+            actions = conn.receive(data)
+            if not actions and data and pending_request is not None and pending_request():
+                # Part of a request: the rest must come before an absolute deadline.
+                now = time.monotonic()
+                request_began = request_began or now
+                left = request_began + limits.request_timeout - now
+                if left <= 0:
+                    return
+                sock.settimeout(min(idle_timeout, left))
+            elif request_began:
+                request_began = 0.0
+                sock.settimeout(idle_timeout)
+            if not run_actions(sock, actions) or not data:
                 return
         run_actions(sock, conn.receive(b""))  # stopping: let the service say goodbye
     except OSError:

@@ -37,8 +37,10 @@ class Driver(asyncio.Protocol):
         "hub",
         "paused_writing",
         "pending",
+        "pending_request",
         "quiet_ticks",
         "reading",
+        "request_began",
         "transport",
     )
 
@@ -54,6 +56,8 @@ class Driver(asyncio.Protocol):
         self.quiet_ticks = 0
         self.closed = False
         self.reading = True
+        self.pending_request = None
+        self.request_began = 0.0  # loop time the unfinished request began (0: none)
 
     # -- transport callbacks ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -71,11 +75,18 @@ class Driver(asyncio.Protocol):
         hub.drivers.add(self)
         hub.log.connected(peer)
         self.conn = hub.service.connect(peer)
+        self.pending_request = getattr(self.conn, "pending_request", None)
         self.run(self.conn.start())
 
     def data_received(self, data: bytes) -> None:
         self.active = True
         actions = self.conn.receive(data)
+        if not actions:
+            if self.pending_request is not None and self.pending_request() and not self.request_began:
+                self.request_began = self.hub.loop.time()
+            return
+        if self.request_began:
+            self.request_began = 0.0
         if not self.busy and len(actions) == 1 and type(actions[0]) is Send:
             self.transport.write(actions[0].data)  # the hot path: one reply, nothing queued
             return
@@ -228,8 +239,11 @@ class Hub:
     def sweep(self, period: float) -> None:
         """Close connections silent for the idle timeout: an attribute store per message, not a timer."""
         ticks = max(1, round(self.limits.idle_timeout / period))
+        too_old = self.loop.time() - self.limits.request_timeout
         for driver in list(self.drivers):
-            if driver.active or driver.busy:
+            if driver.request_began and driver.request_began < too_old and driver.transport is not None:
+                driver.transport.abort()  # trickling a request: the deadline is absolute
+            elif driver.active or driver.busy:
                 driver.active, driver.quiet_ticks = False, 0
             else:
                 driver.quiet_ticks += 1
@@ -257,7 +271,7 @@ async def serve_async(server: Server) -> None:
     for listener in server.listeners:
         listener.setblocking(False)
         servers.append(await loop.create_server(lambda: Driver(hub), sock=listener, backlog=BACKLOG))
-    period = min(1.0, max(0.05, server.limits.idle_timeout / 4))
+    period = min(1.0, max(0.05, min(server.limits.idle_timeout, server.limits.request_timeout) / 4))
 
     async def sweeper() -> None:
         while True:

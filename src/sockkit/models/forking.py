@@ -75,7 +75,7 @@ def _child(server: Server, sock, peer) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         stop = StopSignal().install()
         stop.on_signal(lambda count: tracker.stop() if count == 1 else tracker.cut())
-        serve_connection(sock, server.service.connect(peer), server.limits.idle_timeout, tracker)
+        serve_connection(sock, server.service.connect(peer), server.limits, tracker)
     except BaseException:
         status = 1
     finally:

@@ -48,6 +48,8 @@ class Channel:
         "linger_until",
         "mask",
         "outbox",
+        "pending_request",
+        "request_began",
         "sock",
     )
 
@@ -63,6 +65,8 @@ class Channel:
         self.mask = READ
         self.last_seen = now
         self.linger_until = 0.0
+        self.pending_request = getattr(conn, "pending_request", None)
+        self.request_began = 0.0  # when the unfinished request's first bytes came (0: none)
 
     @property
     def idle(self) -> bool:
@@ -178,6 +182,12 @@ class SelectServer:
             self.server.log.error(f"service failed: {exc!r}")
             self._close(channel)
             return
+        if not actions:
+            if data and channel.pending_request is not None and channel.pending_request():
+                channel.request_began = channel.request_began or now
+            return
+        if channel.request_began:
+            channel.request_began = 0.0
         # Fast path: nothing queued and one Send -- try it now, as asyncio's transports do.
         if len(actions) == 1 and type(actions[0]) is Send and channel.idle:
             data_out = actions[0].data
@@ -302,9 +312,12 @@ class SelectServer:
     # -- time-driven work ------------------------------------------------------------------------
     def _sweep(self, now: float) -> None:
         idle_limit = self.server.limits.idle_timeout
+        request_limit = self.server.limits.request_timeout
         for channel in list(self.channels.values()):
             if channel.closing and now >= channel.linger_until:
                 self._close(channel)
+            elif channel.request_began and now - channel.request_began > request_limit:
+                self._close(channel)  # trickling a request: the deadline is absolute
             elif now - channel.last_seen > idle_limit and not channel.held:
                 self._close(channel)  # idle, or a reader that stopped reading: both time out
         if not self.accepting and now >= self.drain_deadline:

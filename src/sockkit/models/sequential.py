@@ -13,6 +13,6 @@ def serve(server: Server) -> None:
 
     def on_client(sock, peer):
         server.log.connected(peer)
-        serve_connection(sock, server.service.connect(peer), server.limits.idle_timeout, tracker)
+        serve_connection(sock, server.service.connect(peer), server.limits, tracker)
 
     accept_forever(server.listeners, server.stop, server.log, on_client)

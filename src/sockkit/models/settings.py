@@ -15,6 +15,9 @@ RECV_SIZE = 256 * 1024
 #: A connection that sends nothing for this long is closed (nginx's keepalive/client timeouts
 #: are of this order); a slow request (``--delay``) never counts as idle.
 DEFAULT_IDLE_SECONDS = 300.0
+#: Longest a client may take to send one whole request once it has started it (nginx's
+#: client_header_timeout, rsync's handshake deadline): an absolute deadline, not an idle gap.
+DEFAULT_REQUEST_SECONDS = 30.0
 #: Most simultaneous clients; past it a client gets the service's busy reply and is closed.
 DEFAULT_MAX_CONNECTIONS = 1024
 #: Unsent bytes per connection before we stop reading from it (Twisted/asyncio/uvicorn: 64 KiB).
@@ -24,6 +27,7 @@ HIGH_WATER = 64 * 1024
 @dataclass
 class Limits:
     idle_timeout: float = DEFAULT_IDLE_SECONDS
+    request_timeout: float = DEFAULT_REQUEST_SECONDS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)

@@ -54,7 +54,7 @@ def serve(server: Server) -> None:
             if limits.fork:
                 # In the forked child: our own drain on SIGTERM, a fresh tracker state.
                 signal.signal(signal.SIGTERM, lambda s, f: tracker.stop())
-            serve_connection(self.request, server.service.connect(peer), limits.idle_timeout, tracker)
+            serve_connection(self.request, server.service.connect(peer), limits, tracker)
 
     cls = _server_class(limits.fork)
     servers = [cls(listener, Handler) for listener in server.listeners]

@@ -43,7 +43,7 @@ def serve_threads(server: Server) -> None:
         server.log.connected(peer)
         conn = server.service.connect(peer)
         tracker.live.add(sock)  # counted now, not when the thread gets scheduled
-        threading.Thread(target=serve_connection, args=(sock, conn, limits.idle_timeout, tracker),
+        threading.Thread(target=serve_connection, args=(sock, conn, limits, tracker),
                          daemon=True).start()
 
     accept_forever(server.listeners, server.stop, server.log, on_client)
@@ -62,7 +62,7 @@ def serve_pool(server: Server) -> None:
     def work():
         while (item := backlog.get()) is not None:
             sock, peer = item
-            serve_connection(sock, server.service.connect(peer), limits.idle_timeout, tracker)
+            serve_connection(sock, server.service.connect(peer), limits, tracker)
 
     threading.stack_size(STACK_BYTES)
     pool = [threading.Thread(target=work, daemon=True, name=f"worker-{i}") for i in range(workers)]

@@ -62,6 +62,10 @@ class Connection(Protocol):
         """Release what the conversation holds; called exactly once when the connection ends."""
         ...
 
+    # Optional: ``pending_request() -> bool`` -- True while part of a request has arrived and
+    # the rest has not. Models then hold the client to an absolute deadline (``--request-timeout``)
+    # as well as the idle timeout, so a client trickling one byte at a time is still cut off.
+
 
 @dataclass(frozen=True, slots=True)
 class Peer:

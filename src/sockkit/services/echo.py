@@ -62,6 +62,9 @@ class RawEcho:
     def close(self) -> None:
         pass
 
+    def pending_request(self) -> bool:
+        return False
+
 
 class LineEcho:
     """``Echo=>`` + each line (+ `` at <server time>`` when stamping)."""
@@ -98,6 +101,9 @@ class LineEcho:
             actions.append(Wait(service.delay))
             actions.append(Send(PREFIX + message.rstrip(b"\r") + suffix))
         return actions
+
+    def pending_request(self) -> bool:
+        return self.lines.holding
 
     def close(self) -> None:
         pass

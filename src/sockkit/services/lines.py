@@ -32,6 +32,11 @@ class LineBuffer:
         self._partial = tail
         return lines
 
+    @property
+    def holding(self) -> bool:
+        """Part of a line has arrived and its newline has not."""
+        return bool(self._partial)
+
     def pending(self) -> bytes:
         """The unfinished tail, emptied: what is left when the peer closes mid-line."""
         tail, self._partial = self._partial, b""
