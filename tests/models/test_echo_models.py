@@ -229,7 +229,7 @@ def test_client_that_never_reads_does_not_stall_others(model):
         hog.close()
 
 
-@pytest.mark.parametrize("model", [m for m in ALL_MODELS if m not in ("sequential", "socketserver")])
+@pytest.mark.parametrize("model", PARALLEL_MODELS)
 def test_connection_limit_answers_busy(model):
     """Past --max-connections a client is told the server is busy, and is not left hanging."""
     extra = ["--workers", "2"] if model == "pool" else []

@@ -17,18 +17,28 @@ import threading
 import time
 
 from sockkit.lifecycle import peer_of
+from sockkit.models.accept import refuse
 from sockkit.models.blocking import Tracker, serve_connection
 from sockkit.models.settings import Server
 
 POLL_SECONDS = 0.2
 
 
-def _server_class(fork: bool):
+def _server_class(fork: bool, server: Server, tracker: Tracker):
     base = socketserver.ForkingTCPServer if fork else socketserver.ThreadingTCPServer
+    limit = server.limits.max_connections
 
     class Wrapped(base):  # type: ignore[misc, valid-type]
         daemon_threads = True
         block_on_close = False
+
+        def verify_request(self, request, client_address):
+            """Past the connection limit: the busy reply, instead of a thread per extra client."""
+            live = len(self.active_children or ()) if fork else len(tracker.live)
+            if live >= limit:
+                refuse(request, server.service.busy_reply())
+                return False
+            return True
 
         def __init__(self, listener, handler):
             super().__init__(listener.getsockname()[:2], handler, bind_and_activate=False)
@@ -56,11 +66,11 @@ def serve(server: Server) -> None:
                 signal.signal(signal.SIGTERM, lambda s, f: tracker.stop())
             serve_connection(self.request, server.service.connect(peer), limits, tracker)
 
-    cls = _server_class(limits.fork)
+    cls = _server_class(limits.fork, server, tracker)
     servers = [cls(listener, Handler) for listener in server.listeners]
     for srv in servers:
         if limits.fork:
-            srv.max_children = limits.max_connections
+            srv.max_children = limits.max_connections + 1  # our verify_request refuses first
         threading.Thread(target=srv.serve_forever, args=(POLL_SECONDS,), daemon=True).start()
 
     while not server.stop.stopping:

@@ -1,0 +1,1 @@
+"""The reliability suite: hostile clients, faults and signals against every server model."""
