@@ -562,10 +562,16 @@ def test_cli_prints_its_port_relays_and_exits_0_on_sigterm(echo_server):
 
 
 def test_cli_sigint_also_exits_0(echo_server):
-    """Ctrl-C (SIGINT) stops the proxy cleanly too."""
+    """Ctrl-C (SIGINT) stops the proxy cleanly too, closing a connection that is still open."""
     with RunningCli("0", "{}:{}".format(*echo_server.address), "--quiet") as cli:
-        assert cli.next_line().startswith("proxy listening on 127.0.0.1:")
-        status, err = cli.stop(signal.SIGINT)
+        line = cli.next_line()
+        assert line.startswith("proxy listening on 127.0.0.1:")
+        proxy_port = int(line.split()[3].rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", proxy_port), timeout=IO_TIMEOUT) as client:
+            client.sendall(b"x")
+            assert read_exactly(client, 1) == b"x"  # relayed, so the proxy holds the connection
+            status, err = cli.stop(signal.SIGINT)
+            assert read_until_eof(client) == b""
     assert status == 0, err
 
 
