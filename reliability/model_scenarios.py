@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import threading
 import time
 
-from reliability.probes import canary_p99, rss_mib, round_trip, settle, snapshot, tree
+from reliability.probes import canary_p99, round_trip, rss_mib, settle, snapshot, tree
 from reliability.suite import Row, Scale, scenario, skip
 from sockkit.testing import alive, descendants, running, start_server, zombies_of
 
@@ -67,10 +68,8 @@ def long_line(model: str, scale: Scale) -> Row:
         except OSError:
             pass  # the server gave up on us: that is the point
         reply = b""
-        try:
+        with contextlib.suppress(OSError):
             reply = sock.recv(200)
-        except OSError:
-            pass
         peak = max(peak, rss_mib(server))
     growth = peak - base
     refused = sent < total

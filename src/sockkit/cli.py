@@ -19,6 +19,7 @@ COMMANDS = [
     "sockkit.commands.probe",
     "sockkit.commands.spawn",
     "sockkit.commands.signals",
+    "sockkit.commands.proxy",
     "sockkit.commands.demo",
 ]
 
