@@ -21,6 +21,8 @@ COMMANDS = [
     "sockkit.commands.signals",
     "sockkit.commands.proxy",
     "sockkit.commands.demo",
+    "sockkit.commands.load",
+    "sockkit.commands.bench",
 ]
 
 

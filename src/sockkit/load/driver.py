@@ -1,0 +1,364 @@
+"""The event-loop side of ``sockkit load``: one ``BufferedProtocol`` per connection.
+
+Why this shape (the client shares two cores with the server it measures, so its cycles are stolen
+from the server): ``BufferedProtocol`` reads straight into one pre-allocated buffer shared by every
+connection of the loop (``recv_into``, no ``bytes`` per read); requests are the same pre-built
+``bytes`` objects every time; the per-reply work is a few integer operations and one histogram
+increment. uvloop is used when installed.
+
+Closed loop (default): each connection sends a request, waits for the whole reply, records the
+latency and sends the next. Open loop (``rate``): a ticker issues requests on a fixed schedule,
+round-robin over the connections (pipelined: echo replies come back in order), and latency is
+measured from the *intended* send time, so a stalled server or client cannot hide its stall by
+delaying the measurements (coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+
+from sockkit.load.plan import LoadPlan
+from sockkit.load.stats import Stats
+
+#: One read at most this big; a bigger reply just takes several reads.
+RECEIVE_BUFFER = 1 << 18
+#: Wait before reconnecting a connection that failed, so a refused port is not hammered in a busy loop.
+RECONNECT_PAUSE = 0.05
+#: How often timeouts are checked and progress is reported.
+TICK_SECONDS = 0.1
+#: Shortest pause of the open-loop scheduler (the loops' timer resolution).
+MIN_SLEEP = 0.001
+
+Progress = Callable[[Stats, bool], None]  # (stats so far, measuring) -> None
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Client(asyncio.BufferedProtocol):
+    """One connection: requests outstanding on it, oldest first, and the reply bytes still due."""
+
+    __slots__ = ("failed", "kinds", "lost", "next_kind", "offset", "run", "sent_at", "transport", "want")
+
+    def __init__(self, run: Run, first_kind: int) -> None:
+        self.run = run
+        self.transport: asyncio.Transport | None = None
+        self.sent_at: deque[int] = deque()  # send (or intended send) time of each outstanding request, ns
+        self.kinds: deque[int] = deque()  # which payload each outstanding request carried
+        self.want = 0  # bytes still missing from the oldest reply
+        self.offset = 0  # bytes of the oldest reply already checked (line mode / --verify)
+        self.next_kind = first_kind
+        self.failed = False  # counted already (timeout, wrong reply): connection_lost must not count again
+        self.lost: asyncio.Future = run.loop.create_future()
+
+    # -- transport callbacks ----------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.run.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        run = self.run
+        if run.check:
+            self._check(nbytes)
+            return
+        while nbytes:
+            want = self.want
+            if nbytes < want:
+                self.want = want - nbytes
+                return
+            if not self.kinds:
+                self._fail("wrong_replies")  # bytes nobody asked for
+                return
+            nbytes -= want
+            self._complete()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost counts unanswered requests
+
+    def connection_lost(self, exc) -> None:
+        run = self.run
+        if self.kinds and not self.failed:
+            if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+                run.stats.reset += 1
+            elif isinstance(exc, OSError):
+                run.stats.errors += 1
+            else:
+                run.stats.closed_early += 1
+        run.outstanding -= len(self.kinds)
+        self.kinds.clear()
+        self.sent_at.clear()
+        run.live.discard(self)
+        if not self.lost.done():
+            self.lost.set_result(None)
+        run.maybe_finish()
+
+    # -- requests ---------------------------------------------------------------------------------
+    def send(self, at_ns: int) -> None:
+        run = self.run
+        kind = self.next_kind
+        self.next_kind = (kind + 1) % run.kinds
+        if not self.kinds:
+            self.want = run.reply_lengths[kind]
+            self.offset = 0
+        self.kinds.append(kind)
+        self.sent_at.append(at_ns)
+        run.outstanding += 1
+        self.transport.write(run.payloads[kind])
+
+    def _complete(self) -> None:
+        run = self.run
+        now = time.perf_counter_ns()
+        kind = self.kinds.popleft()
+        run.outstanding -= 1
+        stats = run.stats
+        stats.latency.record(now - self.sent_at.popleft())
+        stats.requests += 1
+        stats.bytes += run.sizes[kind]
+        run.last_reply = now
+        self.offset = 0
+        if self.kinds:
+            self.want = run.reply_lengths[self.kinds[0]]
+            return
+        self.want = 0
+        if run.closed_loop:
+            if run.churn:
+                self.transport.close()  # one request per connection; the keeper opens the next
+            elif run.may_issue():
+                self.send(now)
+            else:
+                run.maybe_finish()
+        else:
+            run.maybe_finish()
+
+    def _check(self, nbytes: int) -> None:
+        """Line mode and --verify: every byte must be the one expected at this point of the reply."""
+        view = self.run.view
+        replies = self.run.reply_views
+        pos = 0
+        while pos < nbytes:
+            if not self.kinds:
+                self._fail("wrong_replies")
+                return
+            expected = replies[self.kinds[0]]
+            offset = self.offset
+            take = min(nbytes - pos, len(expected) - offset)
+            if view[pos:pos + take] != expected[offset:offset + take]:
+                self._fail("wrong_replies")
+                return
+            pos += take
+            offset += take
+            if offset == len(expected):
+                self._complete()
+            else:
+                self.offset = offset
+                self.want = len(expected) - offset
+
+    def _fail(self, counter: str) -> None:
+        stats = self.run.stats
+        setattr(stats, counter, getattr(stats, counter) + 1)
+        self.failed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Run:
+    """One event loop's share of the load: its connections, counters and schedule."""
+
+    def __init__(self, plan: LoadPlan, progress: Progress | None = None) -> None:
+        self.plan = plan
+        self.loop = asyncio.get_running_loop()
+        self.stats = Stats()
+        self.progress = progress
+        self.sizes = list(plan.sizes)
+        self.kinds = len(self.sizes)
+        self.payloads = plan.payloads()
+        replies = plan.replies()
+        self.reply_lengths = [len(r) for r in replies]
+        self.reply_views = [memoryview(r) for r in replies]
+        self.view = memoryview(bytearray(RECEIVE_BUFFER))
+        self.check = not plan.raw or plan.verify
+        self.closed_loop = plan.rate is None
+        self.churn = plan.churn
+        self.measuring = plan.warmup <= 0
+        self.stopping = False
+        self.budget = plan.requests  # requests still to issue in the measured window (None: no limit)
+        self.outstanding = 0
+        self.live: set[Client] = set()
+        self.finished = self.loop.create_future()
+        self.window_start = time.perf_counter_ns()
+        self.last_reply = self.window_start
+        self.cpu_start = cpu_seconds()
+        self.keepers: list[asyncio.Task] = []
+
+    # -- issuing ----------------------------------------------------------------------------------
+    def may_issue(self) -> bool:
+        if self.stopping:
+            return False
+        if self.budget is None or not self.measuring:
+            return True
+        if self.budget <= 0:
+            return False
+        self.budget -= 1
+        return True
+
+    def maybe_finish(self) -> None:
+        done = self.stopping or (self.measuring and self.budget is not None and self.budget <= 0)
+        if done and self.outstanding <= 0 and not self.finished.done():
+            self.finished.set_result(None)
+
+    # -- phases -----------------------------------------------------------------------------------
+    def start_measuring(self) -> None:
+        self.stats.reset_window()
+        self.measuring = True
+        self.window_start = self.last_reply = time.perf_counter_ns()
+        self.cpu_start = cpu_seconds()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.maybe_finish()
+
+    async def main(self) -> Stats:
+        plan = self.plan
+        loop = self.loop
+        if plan.warmup > 0:
+            loop.call_later(plan.warmup, self.start_measuring)
+        if plan.duration is not None:
+            loop.call_later(plan.warmup + plan.duration, self.stop)
+        ticker = loop.create_task(self._tick())
+        self.keepers = [loop.create_task(self._keep_connected(slot)) for slot in range(plan.connections)]
+        if not self.closed_loop:
+            self.keepers.append(loop.create_task(self._schedule()))
+        try:
+            await self.finished
+        finally:
+            end = self.last_reply if self.stats.requests else time.perf_counter_ns()
+            self.stats.elapsed = max(0.0, (end - self.window_start) / 1e9)
+            self.stats.cpu = cpu_seconds() - self.cpu_start
+            self.stopping = True
+            ticker.cancel()
+            for task in self.keepers:
+                task.cancel()
+            for client in list(self.live):
+                if client.transport is not None:
+                    client.transport.abort()
+            await asyncio.gather(ticker, *self.keepers, return_exceptions=True)
+        return self.stats
+
+    async def _keep_connected(self, slot: int) -> None:
+        """Hold one connection open for the whole run; reopen it if it drops (churn: after every request)."""
+        plan = self.plan
+        stats = self.stats
+        while not self.stopping:
+            began = time.perf_counter_ns()
+            try:
+                _, client = await asyncio.wait_for(
+                    self.loop.create_connection(lambda: Client(self, slot % self.kinds), plan.host, plan.port),
+                    plan.connect_timeout)
+            except ConnectionRefusedError:
+                stats.refused += 1
+            except (ConnectionResetError, BrokenPipeError):
+                stats.reset += 1
+            except TimeoutError:
+                stats.timeouts += 1
+            except OSError:
+                stats.errors += 1
+            else:
+                stats.connect.record(time.perf_counter_ns() - began)
+                stats.connects += 1
+                self.live.add(client)
+                if self.closed_loop and self.may_issue():
+                    client.send(time.perf_counter_ns())
+                elif self.closed_loop:
+                    client.transport.close()
+                await client.lost
+                if not client.failed and (self.churn or self.stopping):
+                    continue
+            self.maybe_finish()
+            if self._over():
+                return
+            await asyncio.sleep(RECONNECT_PAUSE)
+
+    def _over(self) -> bool:
+        return self.stopping or (self.measuring and self.budget is not None and self.budget <= 0)
+
+    async def _schedule(self) -> None:
+        """Open loop: request k is due at start + k / rate, whether or not earlier ones came back."""
+        interval = 1e9 / self.plan.rate
+        deadline = self.loop.time() + self.plan.connect_timeout
+        while len(self.live) < self.plan.connections and self.loop.time() < deadline and not self.stopping:
+            await asyncio.sleep(0.005)  # the schedule starts once the connections are up (or given up on)
+        due = float(time.perf_counter_ns())
+        turn = 0
+        while not self.stopping:
+            now = time.perf_counter_ns()
+            live = list(self.live)
+            while due <= now and not self.stopping:
+                if not live:
+                    self.stats.errors += 1  # nowhere to send it: the request is lost, and counted
+                elif self.may_issue():
+                    turn = (turn + 1) % len(live)
+                    live[turn].send(int(due))
+                else:
+                    self.maybe_finish()
+                    return
+                due += interval
+            # Timers tick in whole milliseconds (libuv): sleeping less would spin and steal the server's CPU.
+            # A request sent late is still timed from when it was due.
+            await asyncio.sleep(max(MIN_SLEEP, (due - time.perf_counter_ns()) / 1e9))
+
+    async def _tick(self) -> None:
+        """Drop connections whose oldest reply is overdue; report progress."""
+        limit = int(self.plan.timeout * 1e9)
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = time.perf_counter_ns()
+            for client in list(self.live):
+                if client.sent_at and now - client.sent_at[0] > limit and not client.failed:
+                    client._fail("timeouts")
+            if self.progress is not None:
+                self.progress(self.stats, self.measuring)
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def drive(plan: LoadPlan, progress: Progress | None = None) -> tuple[Stats, bool]:
+    """Run ``plan`` in this process on a fresh loop; (stats, cut short by the wall-clock cap)."""
+    loop = new_loop(plan.loop)
+    holder: dict[str, Run] = {}
+
+    async def main() -> Stats:
+        holder["run"] = Run(plan, progress)
+        return await holder["run"].main()
+
+    try:
+        return loop.run_until_complete(asyncio.wait_for(main(), plan.wall_limit)), False
+    except TimeoutError:
+        run = holder.get("run")
+        return (run.stats if run else Stats()), True
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
