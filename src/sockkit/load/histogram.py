@@ -12,13 +12,14 @@ own and the parent adds them up (``to_dict``/``from_dict`` carry them over a pip
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from fractions import Fraction
 
 SUB_BITS = 7
 SUB = 1 << SUB_BITS  # buckets per power of two: the relative precision is 1/SUB
-#: Largest value kept exactly in its bucket range; larger ones are clamped (2**40 ns is 18 minutes).
-MAX_BITS = 40
+#: Largest value kept exactly in its bucket range; larger ones are clamped (2**42 ns is 73 minutes).
+MAX_BITS = 42
 MAX_VALUE = (1 << MAX_BITS) - 1
 BUCKETS = ((MAX_BITS - SUB_BITS) << SUB_BITS) + 2 * SUB
 
@@ -40,20 +41,16 @@ def bucket_bounds(index: int) -> tuple[int, int]:
     return low, low + (1 << shift) - 1
 
 
-@dataclass
 class Histogram:
-    counts: list[int]
-    total: int = 0
-    minimum: int = 0
-    maximum: int = 0
-    sum: int = 0
+    """Counts per bucket plus the exact smallest and largest value; the count and the mean are derived
+    from the buckets when asked (the hot path only increments one counter and compares twice)."""
+
+    __slots__ = ("counts", "maximum", "minimum")
 
     def __init__(self) -> None:
         self.counts = [0] * BUCKETS
-        self.total = 0
         self.minimum = MAX_VALUE
         self.maximum = 0
-        self.sum = 0
 
     def record(self, value: int) -> None:
         if value < 0:
@@ -62,27 +59,31 @@ class Histogram:
             value = MAX_VALUE
         shift = value.bit_length() - SUB_BITS - 1
         self.counts[value if shift <= 0 else (shift << SUB_BITS) + (value >> shift)] += 1
-        self.total += 1
-        self.sum += value
         if value < self.minimum:
             self.minimum = value
         if value > self.maximum:
             self.maximum = value
 
+    def clear(self) -> None:
+        """Forget every sample, in place (a hot loop may hold a reference to ``counts``)."""
+        self.counts[:] = [0] * BUCKETS
+        self.minimum = MAX_VALUE
+        self.maximum = 0
+
     def record_many(self, values: Iterable[int]) -> None:
         for value in values:
             self.record(value)
 
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
     def merge(self, other: Histogram) -> Histogram:
         """Add ``other``'s samples into this histogram; returns self."""
-        if not other.total:
-            return self
         counts = self.counts
         for index, count in enumerate(other.counts):
             if count:
                 counts[index] += count
-        self.total += other.total
-        self.sum += other.sum
         self.minimum = min(self.minimum, other.minimum)
         self.maximum = max(self.maximum, other.maximum)
         return self
@@ -90,12 +91,13 @@ class Histogram:
     def percentile(self, percent: float) -> int:
         """The nearest-rank percentile: the smallest recorded value with ``percent`` % of samples at or
         below it, reported as the middle of its bucket (clamped to the exact min and max); 0 if empty."""
-        if not self.total:
-            return 0
         if not 0 <= percent <= 100:
             raise ValueError("percent must be between 0 and 100")
-        rank = max(1, -(-self.total * percent // 100))  # ceil without float error for integer percents
-        rank = min(self.total, int(rank))
+        total = self.total
+        if not total:
+            return 0
+        # Exact decimal arithmetic: 99.9 % of 1000 samples is rank 999, not 1000 from float rounding.
+        rank = min(total, max(1, math.ceil(Fraction(repr(float(percent))) * total / 100)))
         seen = 0
         for index, count in enumerate(self.counts):
             if count:
@@ -107,11 +109,20 @@ class Histogram:
 
     @property
     def mean(self) -> float:
-        return self.sum / self.total if self.total else 0.0
+        """Mean of the bucket middles (within the same 1/128 as the percentiles)."""
+        total = self.total
+        if not total:
+            return 0.0
+        weighted = 0
+        for index, count in enumerate(self.counts):
+            if count:
+                low, high = bucket_bounds(index)
+                weighted += count * (low + high) / 2
+        return weighted / total
 
     def to_dict(self) -> dict:
         """A JSON-able form: only the non-empty buckets."""
-        return {"total": self.total, "min": self.minimum, "max": self.maximum, "sum": self.sum,
+        return {"min": self.minimum, "max": self.maximum,
                 "buckets": {str(i): c for i, c in enumerate(self.counts) if c}}
 
     @classmethod
@@ -119,9 +130,5 @@ class Histogram:
         hist = cls()
         for index, count in data["buckets"].items():
             hist.counts[int(index)] = count
-        hist.total, hist.sum = data["total"], data["sum"]
         hist.minimum, hist.maximum = data["min"], data["max"]
         return hist
-
-    def reset(self) -> None:
-        self.__init__()

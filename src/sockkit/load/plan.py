@@ -62,6 +62,8 @@ class LoadPlan:
             raise ValueError("--requests must be at least 1")
         if self.rate is not None and self.rate <= 0:
             raise ValueError("--rate must be positive")
+        if not 0 < self.time_limit <= 3600:
+            raise ValueError("--time-limit must be in (0, 3600] seconds")
         if self.warmup < 0:
             raise ValueError("--warmup must be zero or more")
 

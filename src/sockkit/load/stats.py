@@ -28,9 +28,8 @@ class Stats:
 
     def reset_window(self) -> None:
         """Warmup is over: forget what was measured so far (connect times are kept)."""
-        self.latency = Histogram()
-        for name in ("requests", "bytes"):
-            setattr(self, name, 0)
+        self.latency.clear()  # in place: the driver holds a reference to its counters
+        self.requests = self.bytes = 0
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("latency", "connect")}
