@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ test: install lint
 	$(PY) -m pytest -q
 
 lint: install
-	$(PY) -m ruff check src tests
+	$(PY) -m ruff check src tests benchmarks
+
+# The server-model shoot-out (issue 5): every model and the reference peers; results in bench/results/.
+bench: install
+	$(PY) -m sockkit bench models
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
