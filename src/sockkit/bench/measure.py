@@ -67,9 +67,20 @@ def cpu_total(pid: int) -> float:
     return total / ticks
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size: pages shared by N processes count 1/N each, so forked children sharing the
+    parent's pages copy-on-write are not counted many times over (summed RSS would be)."""
+    with suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return status_field(pid, "VmRSS")
+
+
 def sample(pid: int) -> dict:
     procs = [pid, *descendants(pid)]
     return {"rss_mib": round(sum(status_field(p, "VmRSS") for p in procs) / 1024, 1),
+            "pss_mib": round(sum(pss_kib(p) for p in procs) / 1024, 1),
             "threads": sum(status_field(p, "Threads") for p in procs),
             "processes": len(procs),
             "fds": sum(open_fds(p) for p in procs)}
@@ -129,7 +140,9 @@ def open_idle(host: str, port: int, count: int) -> tuple[list[socket.socket], in
 
 def measure(target: Target, scenario: Scenario, duration: float, warmup: float) -> dict:
     """Start ``target``, run ``scenario`` once against it, stop it; a JSON-able record."""
-    record: dict = {"target": target.name, "kind": target.kind, "scenario": scenario.name, "ok": False}
+    # The 1-minute load average before the run: on a shared machine it says which figures were taken in noise.
+    record: dict = {"target": target.name, "kind": target.kind, "scenario": scenario.name, "ok": False,
+                    "loadavg": round(os.getloadavg()[0], 2)}
     try:
         server = launch(target, scenario)
     except (RuntimeError, OSError) as exc:

@@ -40,8 +40,10 @@ def summarize(records: list[dict]) -> dict[str, list[dict]]:
                "client_cpu_s": _median([d["client_cpu_s"] for d in load]),
                "server_cpu_cores": _median([s["cpu_cores"] for s in server]),
                "rss_mib": _median([s["rss_mib"] for s in server]),
+               "pss_mib": _median([s.get("pss_mib") for s in server]),
                "threads": _median([s["threads"] for s in server]),
                "processes": _median([s["processes"] for s in server]),
+               "loadavg_max": max((r.get("loadavg", 0) for r in recs), default=0),
                "idle_held": _median([r["idle"]["held"] for r in good if "idle" in r]),
                "errors": sorted({r["error"] for r in recs if "error" in r}),
                "notes": sorted({r["stop_note"] for r in recs if "stop_note" in r})}
@@ -105,7 +107,9 @@ def markdown(rows: dict[str, list[dict]], checks: list[dict], environment: dict,
            f"{environment['when']} · {environment['cpus']} CPUs · Python {environment['python']} · "
            f"uvloop {environment['uvloop']} · node {environment['node']} · fd limit {environment['fd_limit']} · "
            f"{environment['duration']:g} s per run after {environment['warmup']:g} s warmup · headline: median of "
-           f"{environment['runs']} runs, others {environment['other_runs']}", "",
+           f"{environment['runs']} runs, others {environment['other_runs']} · load average "
+           f"{environment['loadavg_before']:g} before, at most {environment['loadavg_max']:g} during · "
+           f"took {environment['elapsed_s']:.0f} s", "",
            "Load: `sockkit load --raw` (closed loop, uvloop client in one process). Every ratio is against a peer "
            "measured in the same run: `vs peer` = this model / its like-for-like reference server "
            "(uvloop, prefork → bare-uvloop; asyncio → bare-asyncio; select → bare-selectors; thread, pool, "
@@ -114,7 +118,7 @@ def markdown(rows: dict[str, list[dict]], checks: list[dict], environment: dict,
         if name not in rows:
             continue
         out += [f"## {name}: {scenario.title}", "",
-                "| target | req/s | vs peer | vs node | p50 ms | p99 ms | p99.9 ms | server CPU | RSS MiB | threads "
+                "| target | req/s | vs peer | vs node | p50 ms | p99 ms | p99.9 ms | server CPU | memory MiB | threads "
                 "| procs | failures |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in rows[name]:
@@ -125,7 +129,7 @@ def markdown(rows: dict[str, list[dict]], checks: list[dict], environment: dict,
                 f"| {label} | {_fmt(row['rps'], ',.0f')} | {_fmt(row['vs_peer'], '.2f')} | "
                 f"{_fmt(row['vs_node'], '.2f')} | {_fmt(row['p50_ms'], '.3f')} | {_fmt(row['p99_ms'], '.3f')} | "
                 f"{_fmt(row['p999_ms'], '.3f')} | {_fmt(row['server_cpu_cores'], '.2f')} | "
-                f"{_fmt(row['rss_mib'], '.1f')} | {_fmt(row['threads'], '.0f')} | {_fmt(row['processes'], '.0f')} | "
+                f"{_fmt(row['pss_mib'], '.1f')} | {_fmt(row['threads'], '.0f')} | {_fmt(row['processes'], '.0f')} | "
                 f"{row['failures']}{' ' + '; '.join(row['errors']) if row['errors'] else ''} |")
         notes = skipped.get(name)
         if notes:
@@ -136,9 +140,11 @@ def markdown(rows: dict[str, list[dict]], checks: list[dict], environment: dict,
         out += [f"| {c['target']} | {c['text']} | {'yes' if c['met'] else '**no**'} |" for c in checks]
         out.append("")
     out += ["Notes: peers in *italics*. " + MALLOC_NOTE + " `pool` runs with `--workers max(16, connections)` "
-            "(a worker stays with one client). Server CPU is in cores (CPU seconds / wall seconds, children "
-            "included); RSS, threads and processes are summed over the server and its children at the end of the "
-            "run. This machine has 2 cores shared by the server, the load client and anything else running.", ""]
+            "(a worker stays with one client). Server CPU is in cores (CPU seconds / wall seconds, reaped children "
+            "included). Memory is PSS (proportional set size: copy-on-write pages shared by forked children are "
+            "counted once); memory, threads and processes are summed over the server and its children, the peak of "
+            "samples taken during the run. This machine has 2 cores shared by the server, the load client and "
+            "anything else running: compare figures within one table, not across runs.", ""]
     return "\n".join(out)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -100,13 +101,17 @@ def run_models(args: argparse.Namespace) -> int:
     except ImportError:
         uvloop_version = "-"
     environment = {"when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                   "cpus": len(__import__("os").sched_getaffinity(0)), "python": platform.python_version(),
+                   "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
                    "uvloop": uvloop_version, "node": _version(["node", "--version"]) if shutil.which("node") else "-",
                    "kernel": platform.release(), "fd_limit": soft, "fd_hard_limit": hard,
                    "duration": args.duration, "warmup": args.warmup, "runs": args.runs, "other_runs": args.other_runs}
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"sockkit bench models: {len(scenarios)} scenario(s), {len(models)} model(s), {len(peers)} peer(s); "
           f"fd limit raised to {soft} (hard {hard})", flush=True)
+    load_before = os.getloadavg()[0]
+    if load_before > environment["cpus"] / 2:
+        print(f"warning: load average {load_before:.1f} on {environment['cpus']} CPUs: other work is running and "
+              "will show up in the figures", file=sys.stderr, flush=True)
     started = time.monotonic()
     records: list[dict] = []
     skipped: dict[str, dict[str, str]] = {}
@@ -141,6 +146,8 @@ def run_models(args: argparse.Namespace) -> int:
     rows = summarize(records)
     checks = check_targets(rows)
     environment["elapsed_s"] = round(time.monotonic() - started, 1)
+    environment["loadavg_before"] = round(load_before, 2)
+    environment["loadavg_max"] = max((r.get("loadavg", 0) for r in records), default=0)
     text = markdown(rows, checks, environment, skipped)
     (args.out / "results.md").write_text(text)
     (args.out / "summary.json").write_text(json.dumps({"environment": environment, "rows": rows, "targets": checks,
