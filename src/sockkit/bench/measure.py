@@ -160,13 +160,21 @@ def measure(target: Target, scenario: Scenario, duration: float, warmup: float) 
                         sizes=(scenario.size,), duration=duration, warmup=warmup, raw=True,
                         churn=scenario.churn, timeout=5.0, connect_timeout=5.0,
                         time_limit=warmup + duration + 60)
-        cpu0, wall0 = cpu_total(server.pid), time.monotonic()
-        with Sampler(server.pid, period=max(0.1, min(0.5, duration / 4))) as sampler:
-            result = run_load(plan)
-        wall = time.monotonic() - wall0
+        marks: dict[str, tuple[float, float]] = {}
+
+        def window(edge: str) -> None:  # server CPU exactly over the measured window
+            marks[edge] = (cpu_total(server.pid), time.monotonic())
+
+        with Sampler(server.pid, period=max(0.1, min(1.0, duration / 3))) as sampler:
+            result = run_load(plan, window=window)
         record["server"] = sampler.peak or sample(server.pid)
-        record["server"]["cpu_s"] = round(cpu_total(server.pid) - cpu0, 3)
-        record["server"]["cpu_cores"] = round(record["server"]["cpu_s"] / wall, 3) if wall else 0
+        if "start" in marks and "end" in marks:
+            cpu = marks["end"][0] - marks["start"][0]
+            wall = marks["end"][1] - marks["start"][1]
+            record["server"]["cpu_s"] = round(cpu, 3)
+            record["server"]["cpu_cores"] = round(cpu / wall, 3) if wall > 0 else 0
+            done = result.stats.requests
+            record["server"]["cpu_us_per_request"] = round(cpu / done * 1e6, 2) if done else None
         record["load"] = to_json(result)
         record["ok"] = result.stats.requests > 0
     finally:

@@ -38,7 +38,8 @@ def summarize(records: list[dict]) -> dict[str, list[dict]]:
                "failures": sum(d["refused"] + d["reset"] + d["timeouts"] + d["wrong_replies"] + d["closed_early"]
                                + d["errors"] for d in load),
                "client_cpu_s": _median([d["client_cpu_s"] for d in load]),
-               "server_cpu_cores": _median([s["cpu_cores"] for s in server]),
+               "server_cpu_cores": _median([s.get("cpu_cores") for s in server]),
+               "server_us_per_request": _median([s.get("cpu_us_per_request") for s in server]),
                "rss_mib": _median([s["rss_mib"] for s in server]),
                "pss_mib": _median([s.get("pss_mib") for s in server]),
                "threads": _median([s["threads"] for s in server]),
@@ -118,9 +119,10 @@ def markdown(rows: dict[str, list[dict]], checks: list[dict], environment: dict,
         if name not in rows:
             continue
         out += [f"## {name}: {scenario.title}", "",
-                "| target | req/s | vs peer | vs node | p50 ms | p99 ms | p99.9 ms | server CPU | memory MiB | threads "
+                "| target | req/s | vs peer | vs node | p50 ms | p99 ms | p99.9 ms | server CPU | server µs/req "
+                "| memory MiB | threads "
                 "| procs | failures |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in rows[name]:
             label = row["target"] if row["kind"] == "model" else f"*{row['target']}*"
             if row["idle_held"] is not None:
@@ -129,6 +131,7 @@ def markdown(rows: dict[str, list[dict]], checks: list[dict], environment: dict,
                 f"| {label} | {_fmt(row['rps'], ',.0f')} | {_fmt(row['vs_peer'], '.2f')} | "
                 f"{_fmt(row['vs_node'], '.2f')} | {_fmt(row['p50_ms'], '.3f')} | {_fmt(row['p99_ms'], '.3f')} | "
                 f"{_fmt(row['p999_ms'], '.3f')} | {_fmt(row['server_cpu_cores'], '.2f')} | "
+                f"{_fmt(row['server_us_per_request'], '.1f')} | "
                 f"{_fmt(row['pss_mib'], '.1f')} | {_fmt(row['threads'], '.0f')} | {_fmt(row['processes'], '.0f')} | "
                 f"{row['failures']}{' ' + '; '.join(row['errors']) if row['errors'] else ''} |")
         notes = skipped.get(name)
@@ -141,7 +144,9 @@ def markdown(rows: dict[str, list[dict]], checks: list[dict], environment: dict,
         out.append("")
     out += ["Notes: peers in *italics*. " + MALLOC_NOTE + " `pool` runs with `--workers max(16, connections)` "
             "(a worker stays with one client). Server CPU is in cores (CPU seconds / wall seconds, reaped children "
-            "included). Memory is PSS (proportional set size: copy-on-write pages shared by forked children are "
+            "included) over the measured window; server µs/req is that CPU per request served, the figure least "
+            "disturbed by other work on the machine (it measures cost, not speed). "
+            "Memory is PSS (proportional set size: copy-on-write pages shared by forked children are "
             "counted once); memory, threads and processes are summed over the server and its children, the peak of "
             "samples taken during the run. This machine has 2 cores shared by the server, the load client and "
             "anything else running: compare figures within one table, not across runs.", ""]

@@ -228,8 +228,10 @@ class SteadyClient(Client):
 class Run:
     """One event loop's share of the load: its connections, counters and schedule."""
 
-    def __init__(self, plan: LoadPlan, progress: Progress | None = None) -> None:
+    def __init__(self, plan: LoadPlan, progress: Progress | None = None,
+                 window: Callable[[str], None] | None = None) -> None:
         self.plan = plan
+        self.window = window  # told "start" and "end" of the measured window (the bench samples the server)
         self.loop = asyncio.get_running_loop()
         self.stats = Stats()
         self.progress = progress
@@ -284,6 +286,8 @@ class Run:
         self.unlimited = self.unlimited and self.budget is None
         self.window_start = self.last_reply = time.perf_counter_ns()
         self.cpu_start = cpu_seconds()
+        if self.window is not None:
+            self.window("start")
 
     def stop(self) -> None:
         self.stopping = True
@@ -295,6 +299,8 @@ class Run:
         loop = self.loop
         if plan.warmup > 0:
             loop.call_later(plan.warmup, self.start_measuring)
+        elif self.window is not None:
+            self.window("start")
         if plan.duration is not None:
             loop.call_later(plan.warmup + plan.duration, self.stop)
         ticker = loop.create_task(self._tick())
@@ -308,6 +314,8 @@ class Run:
             self.stats.elapsed = max(0.0, (end - self.window_start) / 1e9)
             self.stats.cpu = cpu_seconds() - self.cpu_start
             self.settle()
+            if self.window is not None and self.measuring:
+                self.window("end")
             self.stopping = True
             self.unlimited = False
             ticker.cancel()
@@ -412,13 +420,14 @@ def new_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def drive(plan: LoadPlan, progress: Progress | None = None) -> tuple[Stats, bool]:
+def drive(plan: LoadPlan, progress: Progress | None = None,
+          window: Callable[[str], None] | None = None) -> tuple[Stats, bool]:
     """Run ``plan`` in this process on a fresh loop; (stats, cut short by the wall-clock cap)."""
     loop = new_loop(plan.loop)
     holder: dict[str, Run] = {}
 
     async def main() -> Stats:
-        holder["run"] = Run(plan, progress)
+        holder["run"] = Run(plan, progress, window)
         return await holder["run"].main()
 
     try:

@@ -39,14 +39,16 @@ class LoadResult:
 Tick = Callable[[int, bool], None]  # (requests so far, measuring)
 
 
-def run_load(plan: LoadPlan, processes: int = 1, progress: Tick | None = None) -> LoadResult:
+def run_load(plan: LoadPlan, processes: int = 1, progress: Tick | None = None,
+             window: Callable[[str], None] | None = None) -> LoadResult:
+    """Run ``plan``; ``window`` (one process only) is called with "start" and "end" of the measured window."""
     if processes < 1:
         raise ValueError("--processes must be at least 1")
     if processes > plan.connections:
         raise ValueError("--processes cannot exceed --connections (each worker needs a connection)")
     if processes == 1:
         hook = None if progress is None else (lambda stats, measuring: progress(stats.requests, measuring))
-        stats, cut = drive(plan, hook)
+        stats, cut = drive(plan, hook, window)
         return LoadResult(plan, 1, stats, cut)
     return _run_forked(plan, processes, progress)
 
