@@ -58,6 +58,9 @@ def summarize(records: list[dict]) -> dict[str, list[dict]]:
             row["peer"] = peer if peer_rps else None
             row["vs_peer"] = row["rps"] / peer_rps if row["rps"] and peer_rps else None
             row["vs_node"] = row["rps"] / node if row["rps"] and node else None
+            peer_cost = by_name.get(peer, {}).get("server_us_per_request") if peer else None
+            mine = row["server_us_per_request"]
+            row["cost_vs_peer"] = mine / peer_cost if mine and peer_cost else None
     return rows
 
 
@@ -73,9 +76,11 @@ def check_targets(rows: dict[str, list[dict]]) -> list[dict]:
 
     def ratio_check(model: str, peer: str, needed: float) -> None:
         mine, theirs = get("short", model, "rps"), get("short", peer, "rps")
+        cost = get("short", model, "cost_vs_peer")
         if mine and theirs:
+            extra = f" (server CPU per request {cost:.2f} x the peer's)" if cost else ""
             checks.append({"target": f"{model} >= {needed:g} x {peer} (short)", "value": mine / theirs,
-                           "text": f"{mine / theirs:.2f} x", "met": mine / theirs >= needed})
+                           "text": f"{mine / theirs:.2f} x{extra}", "met": mine / theirs >= needed})
 
     ratio_check("uvloop", "bare-uvloop", 0.9)
     ratio_check("asyncio", "bare-asyncio", 0.9)
@@ -120,9 +125,8 @@ def markdown(rows: dict[str, list[dict]], checks: list[dict], environment: dict,
             continue
         out += [f"## {name}: {scenario.title}", "",
                 "| target | req/s | vs peer | vs node | p50 ms | p99 ms | p99.9 ms | server CPU | server µs/req "
-                "| memory MiB | threads "
-                "| procs | failures |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| cost vs peer | memory MiB | threads | procs | failures |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in rows[name]:
             label = row["target"] if row["kind"] == "model" else f"*{row['target']}*"
             if row["idle_held"] is not None:
@@ -131,7 +135,7 @@ def markdown(rows: dict[str, list[dict]], checks: list[dict], environment: dict,
                 f"| {label} | {_fmt(row['rps'], ',.0f')} | {_fmt(row['vs_peer'], '.2f')} | "
                 f"{_fmt(row['vs_node'], '.2f')} | {_fmt(row['p50_ms'], '.3f')} | {_fmt(row['p99_ms'], '.3f')} | "
                 f"{_fmt(row['p999_ms'], '.3f')} | {_fmt(row['server_cpu_cores'], '.2f')} | "
-                f"{_fmt(row['server_us_per_request'], '.1f')} | "
+                f"{_fmt(row['server_us_per_request'], '.1f')} | {_fmt(row['cost_vs_peer'], '.2f')} | "
                 f"{_fmt(row['pss_mib'], '.1f')} | {_fmt(row['threads'], '.0f')} | {_fmt(row['processes'], '.0f')} | "
                 f"{row['failures']}{' ' + '; '.join(row['errors']) if row['errors'] else ''} |")
         notes = skipped.get(name)
