@@ -138,24 +138,45 @@ def open_idle(host: str, port: int, count: int) -> tuple[list[socket.socket], in
     return held, failures
 
 
-def measure(target: Target, scenario: Scenario, duration: float, warmup: float) -> dict:
-    """Start ``target``, run ``scenario`` once against it, stop it; a JSON-able record."""
-    # The 1-minute load average before the run: on a shared machine it says which figures were taken in noise.
-    record: dict = {"target": target.name, "kind": target.kind, "scenario": scenario.name, "ok": False,
-                    "loadavg": round(os.getloadavg()[0], 2)}
-    try:
-        server = launch(target, scenario)
-    except (RuntimeError, OSError) as exc:
-        record["error"] = str(exc)
-        return record
-    idle: list[socket.socket] = []
-    try:
-        if scenario.idle:
+class Session:
+    """One target started for one scenario, with its idle connections held; measured any number of times.
+
+    Servers of a scenario are started together and measured in turn, round after round, so that the
+    noise of a shared machine falls on every target alike instead of on whoever ran during a bad minute.
+    """
+
+    def __init__(self, target: Target, scenario: Scenario) -> None:
+        self.target = target
+        self.scenario = scenario
+        self.server: RunningServer | None = None
+        self.idle: list[socket.socket] = []
+        self.idle_info: dict | None = None
+        self.error: str | None = None
+
+    def open(self) -> bool:
+        try:
+            self.server = launch(self.target, self.scenario)
+        except (RuntimeError, OSError) as exc:
+            self.error = str(exc)
+            return False
+        if self.scenario.idle:
             began = time.monotonic()
-            idle, failed = open_idle(server.host, server.port, scenario.idle)
-            record["idle"] = {"asked": scenario.idle, "held": len(idle), "failed": failed,
+            self.idle, failed = open_idle(self.server.host, self.server.port, self.scenario.idle)
+            self.idle_info = {"asked": self.scenario.idle, "held": len(self.idle), "failed": failed,
                               "open_s": round(time.monotonic() - began, 2)}
-        record["server_before"] = sample(server.pid)
+        return True
+
+    def measure(self, duration: float, warmup: float) -> dict:
+        """One measured run; a JSON-able record."""
+        target, scenario, server = self.target, self.scenario, self.server
+        # The 1-minute load average before the run: on a shared machine it says which figures were taken in noise.
+        record: dict = {"target": target.name, "kind": target.kind, "scenario": scenario.name, "ok": False,
+                        "loadavg": round(os.getloadavg()[0], 2)}
+        if server is None or server.proc.poll() is not None:
+            record["error"] = self.error or "the server is not running"
+            return record
+        if self.idle_info is not None:
+            record["idle"] = self.idle_info
         plan = LoadPlan(host=server.host, port=server.port, connections=scenario.connections,
                         sizes=(scenario.size,), duration=duration, warmup=warmup, raw=True,
                         churn=scenario.churn, timeout=5.0, connect_timeout=5.0,
@@ -177,14 +198,21 @@ def measure(target: Target, scenario: Scenario, duration: float, warmup: float) 
             record["server"]["cpu_us_per_request"] = round(cpu / done * 1e6, 2) if done else None
         record["load"] = to_json(result)
         record["ok"] = result.stats.requests > 0
-    finally:
-        for sock in idle:
+        return record
+
+    def close(self) -> str | None:
+        """Drop the idle connections and stop the server; a note if it did not stop cleanly."""
+        for sock in self.idle:
             sock.close()
+        self.idle = []
+        server, self.server = self.server, None
+        if server is None:
+            return None
         try:
             code = server.stop(timeout=30)
-            if target.kind == "model" and code != 0:
-                record["stop_note"] = f"exit status {code}"
         except AssertionError as exc:
-            record["stop_note"] = str(exc)
             server.kill()
-    return record
+            return str(exc)
+        if self.target.kind == "model" and code != 0:
+            return f"exit status {code}"
+        return None

@@ -116,7 +116,10 @@ def markdown(rows: dict[str, list[dict]], checks: list[dict], environment: dict,
            f"{environment['runs']} runs, others {environment['other_runs']} · load average "
            f"{environment['loadavg_before']:g} before, at most {environment['loadavg_max']:g} during · "
            f"took {environment['elapsed_s']:.0f} s", "",
-           "Load: `sockkit load --raw` (closed loop, uvloop client in one process). Every ratio is against a peer "
+           "Load: `sockkit load --raw` (closed loop, uvloop client in one process). The servers of a scenario "
+           "run side by side and are measured in turn, round after round (the start rotating), so noise from "
+           "other work falls on all of them alike; idle-connection scenarios take one server at a time. "
+           "Every ratio is against a peer "
            "measured in the same run: `vs peer` = this model / its like-for-like reference server "
            "(uvloop, prefork → bare-uvloop; asyncio → bare-asyncio; select → bare-selectors; thread, pool, "
            "socketserver, fork → threading-tcpserver); `vs node` = / Node.js `net`.", ""]

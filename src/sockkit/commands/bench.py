@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from sockkit.bench.measure import measure, raise_fd_limit
+from sockkit.bench.measure import Session, raise_fd_limit
 from sockkit.bench.scenarios import SCENARIOS
 from sockkit.bench.summary import charts, check_targets, markdown, summarize
 from sockkit.bench.targets import all_targets
@@ -36,10 +36,14 @@ def register(subparsers) -> None:
     models.add_argument("--models", default=None, metavar="LIST", help="comma-separated sockkit models (default: all)")
     models.add_argument("--peers", default=None, metavar="LIST",
                         help="comma-separated reference servers, or 'none' (default: all available)")
-    models.add_argument("--runs", type=int, default=3, metavar="N", help="runs of the headline scenario (median)")
-    models.add_argument("--other-runs", type=int, default=1, metavar="N", help="runs of every other scenario")
-    models.add_argument("--duration", type=float, default=3.0, metavar="S", help="measured seconds per run")
-    models.add_argument("--warmup", type=float, default=0.5, metavar="S", help="unmeasured seconds first")
+    models.add_argument("--runs", type=int, default=5, metavar="N",
+                        help="runs of the headline scenario, median reported (default %(default)s)")
+    models.add_argument("--other-runs", type=int, default=3, metavar="N",
+                        help="runs of every other scenario (default %(default)s)")
+    models.add_argument("--duration", type=float, default=2.0, metavar="S",
+                        help="measured seconds per run (default %(default)s)")
+    models.add_argument("--warmup", type=float, default=0.3, metavar="S",
+                        help="unmeasured seconds before each run (default %(default)s)")
     models.add_argument("--out", type=Path, default=Path("bench/results"), metavar="DIR",
                         help="where the JSON, Markdown and PNG files go (default bench/results)")
     models.add_argument("--no-charts", action="store_true", help="skip the matplotlib charts")
@@ -79,6 +83,8 @@ def run_models(args: argparse.Namespace) -> int:
             args.peers = ",".join(QUICK_PEERS)
         if "--runs" not in argv:
             args.runs = 1
+        if "--other-runs" not in argv:
+            args.other_runs = 1
         if "--duration" not in argv:
             args.duration = 0.5
         if "--warmup" not in argv:
@@ -131,14 +137,7 @@ def run_models(args: argparse.Namespace) -> int:
             skipped.setdefault(name, {})["all"] = f"needs {scenario.idle + 100} descriptors, the limit is {soft}"
             continue
         runs = args.runs if scenario.headline else args.other_runs
-        scenario_records = []
-        # Runs are interleaved (all targets, then all again) so slow drifts on a shared machine spread evenly.
-        for run in range(runs):
-            for target in runnable:
-                record = measure(targets[target], scenario, args.duration, args.warmup)
-                record["run"] = run + 1
-                scenario_records.append(record)
-                print(_line(record, run + 1, runs), flush=True)
+        scenario_records = _run_scenario(scenario, [targets[t] for t in runnable], runs, args)
         (args.out / f"{name}.json").write_text(json.dumps(
             {"scenario": name, "title": scenario.title, "environment": environment, "records": scenario_records},
             indent=1))
@@ -159,6 +158,37 @@ def run_models(args: argparse.Namespace) -> int:
           + (", " + ", ".join(p.name for p in written) if written else "")
           + f" in {environment['elapsed_s']:.0f} s")
     return 0 if records and all(r.get("ok") for r in records) else 1
+
+
+def _run_scenario(scenario, chosen: list, runs: int, args: argparse.Namespace) -> list[dict]:
+    """Every target of a scenario, ``runs`` times, as fairly as a shared machine allows.
+
+    Without idle connections all servers are started at once and measured in turn, round after round,
+    each round starting one place further down the list: a noisy minute hits every target alike.
+    With idle connections (thousands of descriptors each) the targets take turns instead.
+    """
+    records: list[dict] = []
+    groups = [[target] for target in chosen] if scenario.idle else [chosen]
+    for group in groups:
+        sessions = [Session(target, scenario) for target in group]
+        try:
+            for session in sessions:
+                session.open()
+            for run in range(runs):
+                shift = run % len(sessions)
+                for session in sessions[shift:] + sessions[:shift]:
+                    record = session.measure(args.duration, args.warmup)
+                    record["run"] = run + 1
+                    records.append(record)
+                    print(_line(record, run + 1, runs), flush=True)
+        finally:
+            for session in sessions:
+                note = session.close()
+                if note:
+                    for record in records:
+                        if record["target"] == session.target.name:
+                            record["stop_note"] = note
+    return records
 
 
 def _line(record: dict, run: int, runs: int) -> str:

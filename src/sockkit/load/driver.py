@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import signal
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -422,19 +424,41 @@ def new_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 def drive(plan: LoadPlan, progress: Progress | None = None,
           window: Callable[[str], None] | None = None) -> tuple[Stats, bool]:
-    """Run ``plan`` in this process on a fresh loop; (stats, cut short by the wall-clock cap)."""
+    """Run ``plan`` in this process on a fresh loop; (stats, cut short by the wall-clock cap).
+
+    Ctrl-C stops the run at once (connections aborted) and then raises KeyboardInterrupt here: left to
+    Python's default handler, the interrupt would land inside a protocol callback, where the loop
+    reports it as a transport error and carries on.
+    """
     loop = new_loop(plan.loop)
     holder: dict[str, Run] = {}
+    interrupted = []
+
+    def on_interrupt() -> None:
+        interrupted.append(True)
+        run = holder.get("run")
+        if run is not None and not run.finished.done():
+            run.finished.set_result(None)
 
     async def main() -> Stats:
         holder["run"] = Run(plan, progress, window)
         return await holder["run"].main()
 
+    handled = False
+    if threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGINT, on_interrupt)
+            handled = True
     try:
-        return loop.run_until_complete(asyncio.wait_for(main(), plan.wall_limit)), False
+        stats, cut = loop.run_until_complete(asyncio.wait_for(main(), plan.wall_limit)), False
     except TimeoutError:
         run = holder.get("run")
-        return (run.stats if run else Stats()), True
+        stats, cut = (run.stats if run else Stats()), True
     finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGINT)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+    if interrupted:
+        raise KeyboardInterrupt
+    return stats, cut
