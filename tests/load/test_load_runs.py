@@ -204,3 +204,16 @@ def test_report_renders_without_samples() -> None:
     result = LoadResult(plan(1, duration=1.0), 1, Stats())
     assert "0 req/s" in table(result).replace(",", "")
     assert to_json(result)["latency_ms"]["p99"] == 0
+
+
+def test_ipv6_target() -> None:
+    """``[::1]:PORT`` reaches a server listening on IPv6 loopback."""
+    from tests.conftest import ipv6_available
+
+    if not ipv6_available():
+        pytest.skip("no IPv6 loopback here")
+    with running("echo", "--raw", "--model", "uvloop", "--host", "::1", "--port", "0", "--quiet") as server:
+        out = subprocess.run(sockkit_command("load", f"[::1]:{server.port}", "--raw", "-n", "50", "-c", "2", "--json"),
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["requests"] == 50
