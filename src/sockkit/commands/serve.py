@@ -63,6 +63,8 @@ def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceS
     parser.add_argument("--quiet", action="store_true", help="no log line per client")
     parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain (needs --tls-key)")
     parser.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow listening beyond loopback with neither TLS nor a token (prints a warning)")
 
 
 def tls_context(args: argparse.Namespace, model: str) -> ssl.SSLContext | None:
@@ -100,9 +102,15 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"sockkit: {exc}", file=sys.stderr)
         return 2
-    if not is_loopback(args.host) and tls is None:
-        print(f"sockkit: warning: {spec.name} on {args.host or 'every interface'} is reachable from other machines, "
-              "in clear text (no --tls-cert)", file=sys.stderr)
+    if not is_loopback(args.host) and tls is None and not getattr(args, "token", None):
+        where = args.host or "every interface"
+        if not args.insecure:
+            print(f"sockkit: refusing to serve {spec.name} on {where} in clear text with no token: anyone who can "
+                  "reach this machine could use it. Add --tls-cert/--tls-key (or --token where the service has one), "
+                  "or --insecure to do it anyway.", file=sys.stderr)
+            return 2
+        print(f"sockkit: warning: {spec.name} on {where} is open to other machines, in clear text (--insecure)",
+              file=sys.stderr)
     ports = args.port or [spec.default_port]
     limits = Limits(idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
                     max_connections=args.max_connections, drain_seconds=args.drain_timeout, fork=args.fork,

@@ -271,6 +271,8 @@ async def serve_async(server: Server) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
     loop.set_exception_handler(_quiet_accept_errors(server))
+    for _ in range(server.stop.requested):
+        on_signal()  # a signal that came while the loop was starting must not be lost
     servers = []
     for listener in server.listeners:
         listener.setblocking(False)
