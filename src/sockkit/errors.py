@@ -65,6 +65,10 @@ class TransferInterrupted(SockkitError):
     """The connection ended or stalled before the whole file arrived; the ``.part`` file is kept."""
 
 
+class NoAnswer(TransferInterrupted):
+    """The server closed the connection without sending a single byte (the chapter's server does that)."""
+
+
 class IntegrityError(SockkitError):
     """What arrived does not match the digest the server announced."""
 

@@ -15,6 +15,7 @@ import time
 from sockkit.clients.connect import ConnectFailed, connect
 from sockkit.errors import (
     ConnectError,
+    NoAnswer,
     ProtocolViolation,
     RemoteError,
     TransferInterrupted,
@@ -50,6 +51,7 @@ class Session:
                                f"{getattr(exc, 'reason', None) or exc} (is the server started with TLS?)") from None
         self.sock.settimeout(timeout)
         self.pending = bytearray()
+        self.received_any = False
         self.unanswered_auth = False
         if token:
             self.send(wire.format_request(wire.Auth(token)))
@@ -86,7 +88,9 @@ class Session:
         except OSError as exc:
             raise TransferInterrupted(f"the server reset the connection ({what})") from exc
         if not chunk:
-            raise TransferInterrupted(f"the server closed the connection ({what})")
+            closed = TransferInterrupted if self.received_any else NoAnswer
+            raise closed(f"the server closed the connection ({what})")
+        self.received_any = True
         self.pending += chunk
 
     def read_line(self, what: str = "waiting for an answer") -> bytes:

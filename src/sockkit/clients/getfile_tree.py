@@ -123,16 +123,24 @@ class Pending:
 
 
 def resolve_root(remote_dir: str, dest: str | os.PathLike) -> tuple[Path, str | None]:
-    """(parent directory, name of the root to create in it or None to use dest itself)."""
+    """(parent directory, name of the tree's root in it, or None for the parent itself).
+
+    ``dest`` is always the directory the tree goes *into* (created if missing), so running the
+    same command again finds the same files and resumes or skips them: ``get -r docs -o out``
+    fills ``out/docs/``; ``get -r .`` fills ``out/`` itself.
+    """
     path = Path(dest)
-    base = remote_dir.rstrip("/").rsplit("/", 1)[-1]
-    if path.is_dir():
-        if base in ("", "."):
-            return path, None
-        return path, remote_basename(remote_dir)
-    if path.name in ("", ".", ".."):
+    if path.name == "..":
         raise DestinationError(f"{os.fspath(dest)}: not a usable directory name")
-    return path.parent, path.name
+    if not path.exists() and path.name not in ("", "."):
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise DestinationError(f"{os.fspath(dest)}: cannot create it ({exc.strerror})") from None
+    base = remote_dir.rstrip("/").rsplit("/", 1)[-1]
+    if base in ("", "."):
+        return path, None
+    return path, remote_basename(remote_dir)
 
 
 def download_tree(remote_dir: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
@@ -140,7 +148,7 @@ def download_tree(remote_dir: str, *, host: str = DEFAULT_HOST, port: int = DEFA
                   progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
                   limit_rate: float | None = None, timeout: float = 30.0, token: str | None = None,
                   tls: ssl.SSLContext | None = None) -> TreeResult:
-    """Fetch every file under ``remote_dir`` into ``dest`` (existing dir: dest/<base name>; else dest)."""
+    """Fetch every file under ``remote_dir`` into ``dest/<base name of remote_dir>`` (see resolve_root)."""
     start = time.monotonic()
     parent, root_name = resolve_root(remote_dir, dest)
     parent_fd = localfs.open_directory(parent)
