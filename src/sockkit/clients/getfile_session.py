@@ -150,4 +150,4 @@ class Session:
                 return
             if not chunk:
                 return
-            raise ProtocolViolation("the server sent more bytes than it announced")
+            raise ProtocolViolation("the server sent more than it announced")
