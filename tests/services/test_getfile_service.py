@@ -550,3 +550,44 @@ def test_disk_filling_up_mid_upload_answers_no_space_and_keeps_nothing(tiny_disk
     assert w.take_error()[0] == "no-space"
     assert sorted(os.listdir(tiny_disk)) == ["filler"]
     assert w.take_file()[0].size == 700 << 10  # the connection is still usable
+
+
+PATHS = st.sampled_from(["hello.txt", "big.bin", "sub", "sub/deep.txt", "../secret", "/etc/passwd", "", ".",
+                         "nothing", "sub/../../secret", "with space é.txt", "a\nb", "%", "\x00"])
+REQUEST_LINES = st.one_of(
+    st.builds(lambda p, o: format_request(Get(p, o)), PATHS, st.integers(0, 1 << 20)),
+    st.builds(lambda p: format_request(List(p)), PATHS),
+    st.builds(lambda p: b"TREE1 " + p.encode("utf-8", "surrogateescape") + b"\n", PATHS),
+    st.builds(lambda p, n: format_request(Put(p, n, digest_of(b"x" * n))) + b"x" * n, PATHS, st.integers(0, 300)),
+    st.just(b"AUTH1 x\n"),
+    st.binary(max_size=80).map(lambda b: b + b"\n"),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(REQUEST_LINES, max_size=8), cuts=st.lists(st.integers(1, 400), max_size=10))
+def test_random_streams_in_random_pieces(tree, lines, cuts):
+    """Any sequence of requests, cut anywhere: no internal error, nothing from outside the root,
+    no temporary file left once the connection is closed."""
+    service, logged = service_for(tree, allow_upload=True)
+    conn = service.connect(PEER)
+    stream = b"".join(lines)
+    w = Wire(conn)
+    for cut in [*cuts, len(stream)]:
+        if w.closed or not stream:
+            break
+        w.send(stream[:cut])
+        stream = stream[cut:]
+    if not w.closed:
+        w.send(b"")
+    conn.close()
+    assert b"ERR1 internal" not in w.out and not any("internal error" in line for line in logged)
+    assert b"TOP SECRET" not in w.out
+    assert temp_files(tree) == []
+    for name in os.listdir(tree):  # uploads only ever land inside the root
+        assert not name.startswith(TEMP_PREFIX)
+
+
+def test_bare_list_verb_lists_the_root(tree):
+    w = wire(tree).send(b"LIST1\r\n")
+    assert w.take_line() == b"OK1 5\n"
