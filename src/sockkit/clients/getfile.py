@@ -173,7 +173,7 @@ class Fetch:
 
 
 def read_header(session: Session, remote_path: str) -> wire.FileHeader:
-    fields = session.answer(f"fetching {printable(remote_path)}", path=remote_path)
+    fields = session.answer(f"fetching {remote_path}", path=remote_path)
     try:
         header = wire.parse_header(fields)
     except wire.ProtocolError as exc:
@@ -382,7 +382,7 @@ MAX_ENTRIES = 1_000_000
 
 
 def read_listing(session: Session, remote_dir: str) -> list[wire.Entry]:
-    fields = session.answer(f"listing {printable(remote_dir)}", path=remote_dir)
+    fields = session.answer(f"listing {remote_dir}", path=remote_dir)
     if len(fields) != 1 or not fields[0].isdigit():
         raise ProtocolViolation("a listing must start with OK1 COUNT")
     count = int(fields[0])
