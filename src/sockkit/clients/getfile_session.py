@@ -91,8 +91,10 @@ class Session:
         except OSError as exc:
             raise TransferInterrupted(f"the server reset the connection ({printable(what)})") from exc
         if not chunk:
-            closed = TransferInterrupted if self.received_any else NoAnswer
-            raise closed(f"the server closed the connection ({printable(what)})")
+            if self.received_any:
+                raise TransferInterrupted(f"the server closed the connection ({printable(what)})")
+            hint = "" if self.tls else "; if it serves TLS use --tls, if it is the chapter's server use --legacy"
+            raise NoAnswer(f"the server closed the connection without answering ({printable(what)}){hint}")
         self.received_any = True
         self.pending += chunk
 
