@@ -58,7 +58,9 @@ class Form:
         toplevel.bind("<Return>", lambda _event: self.submit())
         toplevel.bind("<KP_Enter>", lambda _event: self.submit())
         toplevel.bind("<Escape>", lambda _event: self.cancel())
-        self.entries[self.labels[0]].focus_set()
+        first = self.entries[self.labels[0]]
+        first.focus_set()
+        first.select_range(0, tk.END)  # typing replaces a default, as Tab into a field does
 
     def values(self) -> Values:
         """What each field holds now, keyed by label, in the order the fields were given."""

@@ -100,14 +100,16 @@ class GetfileWindow:
         root.minsize(460, 0)
         self.form = Form(LABELS, root, defaults=defaults, on_submit=self.start, on_cancel=self.cancel_or_quit)
         self.form.cancel_button.configure(text="Quit")
-        self.browse_button = self.form.add_button("Browse...", self.browse)
         self.folder_button = self.form.add_button("Folder...", self.choose_folder)
+        self.browse_button = self.form.add_button("Browse...", self.browse)
         below = ttk.Frame(root, padding=(8, 0, 8, 8))
         below.pack(side=tk.TOP, fill=tk.X)
         self.bar = ttk.Progressbar(below, orient=tk.HORIZONTAL, mode="determinate", maximum=100)
         self.bar.pack(side=tk.TOP, fill=tk.X)
-        self.line = ttk.Label(below, text=f"Ready ({mode}).", anchor=tk.W)
+        # width=1: the status text must never resize the window as it changes; it wraps instead.
+        self.line = ttk.Label(below, text=f"Ready ({mode}).", anchor=tk.W, width=1)
         self.line.pack(side=tk.TOP, fill=tk.X, pady=(4, 0))
+        self.line.bind("<Configure>", lambda e: self.line.configure(wraplength=max(100, e.width - 4)))
         self.job: Job | None = None
         self.cancelling = False
         self.size = (0, 0)
@@ -118,7 +120,7 @@ class GetfileWindow:
         root.bind("<Configure>", self.on_configure)
         root.protocol("WM_DELETE_WINDOW", self.quit)
         root.after(POLL_MS, self.poll)
-        root.after_idle(self.announce)
+        root.after(0, self.announce)
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -132,8 +134,11 @@ class GetfileWindow:
         self.form.cancel_button.state(["!disabled"])
         self.form.cancel_button.configure(text="Cancel" if busy else "Quit")
 
-    def announce(self) -> None:
-        """Log where the buttons are on screen, so a test can click them like a person would."""
+    def announce(self, attempts: int = 250) -> None:
+        """Once the window is on screen, log where its buttons are, so a test can click them as a person would."""
+        if not self.root.winfo_viewable() and attempts > 0:
+            self.root.after(20, self.announce, attempts - 1)  # not mapped yet: positions would be wrong
+            return
         self.root.update_idletasks()
         buttons = {}
         for name, button in (("submit", self.form.submit_button), ("cancel", self.form.cancel_button),
