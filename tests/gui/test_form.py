@@ -11,7 +11,8 @@ from sockkit.gui.form import DynamicForm, Form
 
 
 def test_form_self_test_prints_typed_values_and_stays_open(launch):
-    """`sockkit form`: Name/Age/Job typed, Return prints one `Label => value` line each; the form stays; Escape closes it."""
+    """`sockkit form`: Name/Age/Job typed, Return prints one `Label => value` line each; the form stays open;
+    Escape (Cancel) closes it."""
     gui = launch("form", status=False)
     gui.focus(gui.find("^sockkit form$"))
     gui.type("Bob")

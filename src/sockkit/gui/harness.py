@@ -192,8 +192,11 @@ class GuiProcess:
     # --- the keyboard and mouse ----------------------------------------------------------------
 
     def find(self, title_regex: str, timeout: float = 20.0) -> str:
-        self.window = find_window(self.display, title_regex, timeout)
-        return self.window
+        """A window of this process by title; the first one found becomes ``self.window`` (the main one)."""
+        found = find_window(self.display, title_regex, timeout)
+        if self.window is None:
+            self.window = found
+        return found
 
     def focus(self, window: str | None = None) -> None:
         # No window manager on Xvfb: give the window the X input focus ourselves.

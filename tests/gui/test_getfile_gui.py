@@ -1,0 +1,203 @@
+"""`sockkit gui` against a real getfile server, driven like a person: keystrokes and clicks on Xvfb.
+
+Every test runs in both modes: the download as a function call in a worker thread (the default)
+and as a `sockkit get` child process (`--subprocess`). What the window did is read from its
+`--status-file` event log; the files are checked byte for byte.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sockkit.testing import sockkit_command
+
+MODES = {"in-process": [], "subprocess": ["--subprocess"]}
+WINDOW = "^sockkit getfile"  # the main window's title ("sockkit getfile" or "sockkit getfile (subprocess)")
+
+
+@pytest.fixture(params=list(MODES))
+def mode(request) -> list[str]:
+    return MODES[request.param]
+
+
+def open_window(launch, *args: str):
+    gui = launch("gui", *args)
+    gui.focus(gui.find(WINDOW + r"( \(subprocess\))?$"))
+    ready = gui.wait_for("ready")
+    return gui, ready
+
+
+def fill_form(gui, host: str, port: int, remote: str, folder: Path) -> None:
+    """Type every field (Tab selects the next field's text, so typing replaces it) and press Return."""
+    gui.type(host)
+    gui.key("Tab")
+    gui.type(str(port))
+    gui.key("Tab")
+    gui.type(remote)
+    gui.key("Tab")
+    gui.type(str(folder))
+    gui.key("Return")
+
+
+def dismiss_dialog(gui, title: str) -> None:
+    """The dialog is a real window with that title; Return presses its OK button."""
+    gui.wait_for("dialog", lambda e: e["title"] == title)
+    dialog = gui.find(f"^{title}$")
+    gui.focus(dialog)
+    gui.key("Return")
+    gui.wait_for("dialog-closed", lambda e: e["title"] == title)
+
+
+def quit_window(gui) -> None:
+    gui.focus()
+    gui.key("ctrl+q")
+    assert gui.wait() == 0
+    assert gui.events("closed")
+
+
+def cli_get(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(sockkit_command("get", *args), capture_output=True, text=True, timeout=120)
+
+
+def test_typed_download_arrives_intact_with_progress_to_100(launch, server, served_root, tmp_path, mode):
+    """Server, Port, File and Local Dir typed, Return: the file arrives byte-identical, the bar reaches
+    100%, the success dialog says path, size and "verified", and server/port/folder are remembered."""
+    dest = tmp_path / "downloads"
+    dest.mkdir()
+    gui, _ready = open_window(launch, *mode)
+    fill_form(gui, "127.0.0.1", server.port, "big.bin", dest)
+    done = gui.wait_for("done", timeout=60)
+    assert (dest / "big.bin").read_bytes() == (served_root / "big.bin").read_bytes()
+    assert done == {**done, "path": str(dest / "big.bin"), "size": (served_root / "big.bin").stat().st_size,
+                    "verified": True}
+    assert max(e["percent"] for e in gui.events("progress")) == 100.0
+    dialog = gui.wait_for("dialog", lambda e: e["title"] == "sockkit getfile: done")
+    assert str(dest / "big.bin") in dialog["message"] and "verified" in dialog["message"]
+    dismiss_dialog(gui, "sockkit getfile: done")
+    quit_window(gui)
+    remembered = json.loads((tmp_path / "config" / "sockkit" / "gui.json").read_text())
+    assert remembered == {"host": "127.0.0.1", "port": server.port, "folder": str(dest)}
+
+    again, ready = open_window(launch)
+    assert ready["values"]["Server"] == "127.0.0.1"
+    assert ready["values"]["Port"] == str(server.port)
+    assert ready["values"]["Local Dir"] == str(dest)
+    quit_window(again)
+
+
+def test_window_answers_during_a_throttled_download(launch, server, served_root, tmp_path, mode):
+    """At 1 MiB/s the 4 MiB download takes seconds; meanwhile the heartbeat keeps ticking, a resize
+    by xdotool is laid out, and Submit stays disabled (a second Return starts nothing)."""
+    gui, _ready = open_window(launch, "--limit-rate", "1M", *mode)
+    fill_form(gui, "127.0.0.1", server.port, "big.bin", tmp_path)
+    gui.wait_for("progress", lambda e: 0 < e["percent"] < 60, timeout=30)
+    ticks_before = len(gui.events("tick"))
+    xdotool_resize(gui, 700, 320)
+    resized = gui.wait_for("configure", lambda e: (e["width"], e["height"]) == (700, 320), timeout=20)
+    gui.key("Return")  # Submit is disabled while a download runs
+    done = gui.wait_for("done", timeout=60)
+    assert resized["t"] < done["t"], "the resize was handled while the download ran"
+    ticks = [e for e in gui.events("tick") if e["t"] < done["t"]]
+    assert len(ticks) > ticks_before >= 1
+    assert len(ticks) >= 10, "a multi-second transfer gives the 100 ms heartbeat many chances to tick"
+    gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(ticks)]
+    assert max(gaps) < 2.0, f"the Tk loop stalled for {max(gaps):.1f} s during the download"
+    assert len(gui.events("start")) == 1
+    assert (tmp_path / "big.bin").read_bytes() == (served_root / "big.bin").read_bytes()
+    dismiss_dialog(gui, "sockkit getfile: done")
+    quit_window(gui)
+
+
+def xdotool_resize(gui, width: int, height: int) -> None:
+    from sockkit.gui.harness import xdotool
+
+    xdotool(gui.display, "windowsize", "--sync", gui.window, str(width), str(height))
+
+
+def test_cancel_button_leaves_a_part_that_the_cli_resumes(launch, server, served_root, tmp_path, mode):
+    """A click on Cancel mid-download: no file under the final name, a .part kept, the status says so;
+    `sockkit get` then resumes from the part and ends with an identical file."""
+    dest = tmp_path / "downloads"
+    dest.mkdir()
+    gui, ready = open_window(launch, "--limit-rate", "500K", *mode)
+    fill_form(gui, "127.0.0.1", server.port, "big.bin", dest)
+    gui.wait_for("progress", lambda e: e["percent"] >= 10, timeout=30)
+    gui.click(*ready["buttons"]["cancel"])
+    gui.wait_for("cancelled", timeout=30)
+    assert not (dest / "big.bin").exists(), "a cancelled download must not appear under the final name"
+    parts = list(dest.glob("big.bin*.part"))
+    assert len(parts) == 1 and 0 < parts[0].stat().st_size < (served_root / "big.bin").stat().st_size
+    assert not gui.events("error") and not gui.events("done")
+    quit_window(gui)
+
+    resumed = cli_get("big.bin", "--port", str(server.port), "-o", str(dest))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed at" in resumed.stdout
+    assert (dest / "big.bin").read_bytes() == (served_root / "big.bin").read_bytes()
+    assert not list(dest.glob("*.part"))
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+@pytest.mark.parametrize("case", ["not-found", "refused", "no-such-folder"])
+def test_errors_show_the_cli_words_in_a_dialog(launch, server, tmp_path, mode, case):
+    """Not found, connection refused, a missing local folder: the error dialog says exactly what
+    `sockkit get` prints after "sockkit get: "."""
+    port = closed_port() if case == "refused" else server.port
+    remote = "missing.txt" if case == "not-found" else "small.txt"
+    folder = tmp_path / "nowhere" if case == "no-such-folder" else tmp_path
+    gui, _ready = open_window(launch, *mode)
+    fill_form(gui, "127.0.0.1", port, remote, folder)
+    error = gui.wait_for("error", timeout=60)
+    cli = cli_get(remote, "--port", str(port), "-o", str(folder) + "/")
+    assert cli.returncode != 0
+    assert cli.stderr.splitlines()[-1] == f"sockkit get: {error['message']}"
+    dialog = gui.wait_for("dialog", lambda e: e["title"] == "sockkit getfile: error")
+    assert dialog["message"] == error["message"]
+    dismiss_dialog(gui, "sockkit getfile: error")
+    quit_window(gui)
+    assert not (tmp_path / remote).exists()
+
+
+def test_browse_lists_the_server_and_picks_a_file(launch, server, served_root, tmp_path, mode):
+    """Ctrl-B opens Browse: folders first, into sub/, pick inner.txt with the keyboard; Return downloads it."""
+    gui, _ready = open_window(launch, "--port", str(server.port), "--dir", str(tmp_path), *mode)
+    gui.key("ctrl+b")
+    top = gui.wait_for("listing", lambda e: e["directory"] == ".")
+    assert top["items"][0] == "sub/"
+    assert [item.split()[0] for item in top["items"][1:]] == ["big.bin", "small.txt"]
+    browse = gui.find("^sockkit getfile: browse ")
+    gui.focus(browse)
+    gui.key("Return")  # the first row, sub/, is selected
+    inner = gui.wait_for("listing", lambda e: e["directory"] == "sub")
+    assert inner["items"][0] == "../"
+    gui.key("Down", "Return")
+    assert gui.wait_for("picked")["path"] == "sub/inner.txt"
+    gui.focus()
+    gui.key("Return")
+    gui.wait_for("done", timeout=60)
+    assert (tmp_path / "inner.txt").read_bytes() == (served_root / "sub" / "inner.txt").read_bytes()
+    dismiss_dialog(gui, "sockkit getfile: done")
+    quit_window(gui)
+
+
+def test_browse_error_uses_the_cli_words(launch, tmp_path, mode):
+    """Browse against a port where nothing listens: the dialog says what `sockkit ls` says."""
+    port = closed_port()
+    gui, _ready = open_window(launch, "--port", str(port), *mode)
+    gui.key("ctrl+b")
+    error = gui.wait_for("error", lambda e: e["during"] == "browse", timeout=60)
+    cli = subprocess.run(sockkit_command("ls", "--port", str(port)), capture_output=True, text=True, timeout=60)
+    assert cli.stderr.splitlines()[-1] == f"sockkit ls: {error['message']}"
+    dismiss_dialog(gui, "sockkit getfile: error")
+    quit_window(gui)
