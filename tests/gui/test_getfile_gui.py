@@ -11,6 +11,7 @@ import itertools
 import json
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -149,13 +150,21 @@ def closed_port() -> int:
         return sock.getsockname()[1]  # nothing listens there once the socket is closed
 
 
-@pytest.mark.parametrize("case", ["not-found", "refused", "no-such-folder"])
+ERROR_CASES = {  # case: (remote path, local folder under tmp_path or None for tmp_path itself)
+    "not-found": ("missing.txt", None),
+    "outside-root": ("../secret.txt", None),
+    "refused": ("small.txt", None),
+    "no-such-folder": ("small.txt", "nowhere"),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
 def test_errors_show_the_cli_words_in_a_dialog(launch, server, tmp_path, mode, case):
-    """Not found, connection refused, a missing local folder: the error dialog says exactly what
-    `sockkit get` prints after "sockkit get: "."""
+    """Not found, outside the served root, connection refused, a missing local folder: the error
+    dialog says exactly what `sockkit get` prints after "sockkit get: "."""
     port = closed_port() if case == "refused" else server.port
-    remote = "missing.txt" if case == "not-found" else "small.txt"
-    folder = tmp_path / "nowhere" if case == "no-such-folder" else tmp_path
+    remote, sub = ERROR_CASES[case]
+    folder = tmp_path / sub if sub else tmp_path
     gui, _ready = open_window(launch, *mode)
     fill_form(gui, "127.0.0.1", port, remote, folder)
     error = gui.wait_for("error", timeout=60)
@@ -166,7 +175,71 @@ def test_errors_show_the_cli_words_in_a_dialog(launch, server, tmp_path, mode, c
     assert dialog["message"] == error["message"]
     dismiss_dialog(gui, "sockkit getfile: error")
     quit_window(gui)
-    assert not (tmp_path / remote).exists()
+    assert not (tmp_path / Path(remote).name).exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: a real full disk (needs root and mount; skipped with the reason otherwise)."""
+    where = tmp_path / "tiny"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True,
+                             text=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False, timeout=30)
+
+
+def test_disk_full_shows_the_cli_words(launch, server, tiny_disk, mode):
+    """4 MiB into a 1 MiB file system: the dialog says what `sockkit get` says, and no file is left behind."""
+    gui, _ready = open_window(launch, *mode)
+    fill_form(gui, "127.0.0.1", server.port, "big.bin", tiny_disk)
+    error = gui.wait_for("error", timeout=60)
+    cli = cli_get("big.bin", "--port", str(server.port), "-o", str(tiny_disk) + "/")
+    assert cli.returncode != 0
+    assert cli.stderr.splitlines()[-1] == f"sockkit get: {error['message']}"
+    assert "space" in error["message"] or "disk full" in error["message"]
+    dismiss_dialog(gui, "sockkit getfile: error")
+    quit_window(gui)
+    assert not (tiny_disk / "big.bin").exists()
+
+
+def test_submit_again_resumes_in_the_window(launch, server, served_root, tmp_path, mode):
+    """Cancel (Escape), then Return: the window finishes from the kept .part to an identical file."""
+    gui, _ready = open_window(launch, "--limit-rate", "1M", *mode)
+    fill_form(gui, "127.0.0.1", server.port, "big.bin", tmp_path)
+    gui.wait_for("progress", lambda e: e["percent"] >= 10, timeout=30)
+    gui.key("Escape")
+    gui.wait_for("cancelled", timeout=30)
+    part = next(tmp_path.glob("big.bin*.part")).stat().st_size
+    gui.key("Return")
+    done = gui.wait_for("done", timeout=60)
+    if not mode:  # in-process: the client library says where it resumed (the CLI's JSON does not)
+        assert done["resumed_from"] >= part > 0
+    assert (tmp_path / "big.bin").read_bytes() == (served_root / "big.bin").read_bytes()
+    dismiss_dialog(gui, "sockkit getfile: done")
+    quit_window(gui)
+
+
+def test_replace_checkbox_overwrites_a_different_local_file(launch, server, served_root, tmp_path, mode):
+    """A different small.txt exists: the error says so (the CLI's words); ticking "Replace" then replaces it."""
+    (tmp_path / "small.txt").write_text("my own notes\n")
+    gui, ready = open_window(launch, *mode)
+    fill_form(gui, "127.0.0.1", server.port, "small.txt", tmp_path)
+    error = gui.wait_for("error", timeout=60)
+    assert "already exists" in error["message"]
+    assert (tmp_path / "small.txt").read_text() == "my own notes\n"
+    dismiss_dialog(gui, "sockkit getfile: error")
+    gui.click(*ready["buttons"]["force"])
+    gui.focus()
+    gui.key("Return")
+    gui.wait_for("done", timeout=60)
+    assert (tmp_path / "small.txt").read_bytes() == (served_root / "small.txt").read_bytes()
+    dismiss_dialog(gui, "sockkit getfile: done")
+    quit_window(gui)
 
 
 def test_browse_lists_the_server_and_picks_a_file(launch, server, served_root, tmp_path, mode):

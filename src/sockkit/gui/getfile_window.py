@@ -104,6 +104,10 @@ class GetfileWindow:
         self.browse_button = self.form.add_button("Browse...", self.browse)
         below = ttk.Frame(root, padding=(8, 0, 8, 8))
         below.pack(side=tk.TOP, fill=tk.X)
+        self.force = tk.BooleanVar(root, value=False)
+        self.force_button = ttk.Checkbutton(below, text="Replace a different local file of the same name",
+                                            variable=self.force)
+        self.force_button.pack(side=tk.TOP, anchor=tk.W, pady=(0, 4))
         self.bar = ttk.Progressbar(below, orient=tk.HORIZONTAL, mode="determinate", maximum=100)
         self.bar.pack(side=tk.TOP, fill=tk.X)
         # width=1: the status text must never resize the window as it changes; it wraps instead.
@@ -142,7 +146,7 @@ class GetfileWindow:
         self.root.update_idletasks()
         buttons = {}
         for name, button in (("submit", self.form.submit_button), ("cancel", self.form.cancel_button),
-                             ("browse", self.browse_button)):
+                             ("browse", self.browse_button), ("force", self.force_button)):
             buttons[name] = [button.winfo_rootx() + button.winfo_width() // 2,
                              button.winfo_rooty() + button.winfo_height() // 2]
         self.status.emit("ready", title=self.root.title(), buttons=buttons,
@@ -155,7 +159,7 @@ class GetfileWindow:
 
     # --- actions -------------------------------------------------------------------------------
 
-    def request_from(self, values: dict[str, str]) -> Request | str:
+    def request_from(self, values: dict[str, str], force: bool = False) -> Request | str:
         """The download the form asks for, or why it cannot be one (a one-line message)."""
         host = values[SERVER].strip()
         remote = values[FILE].strip()
@@ -170,12 +174,12 @@ class GetfileWindow:
         if not remote:
             return "File is empty: type a path on the server, or use Browse"
         folder = os.path.expanduser(values[FOLDER].strip()) or os.getcwd()
-        return Request(remote, host, port, folder, self.options.limit_rate, self.options.timeout)
+        return Request(remote, host, port, folder, self.options.limit_rate, self.options.timeout, force)
 
     def start(self, values: dict[str, str]) -> None:
         if self.busy():
             return
-        request = self.request_from(values)
+        request = self.request_from(values, force=self.force.get())
         if isinstance(request, str):
             self.show_error(request)
             return
@@ -277,9 +281,15 @@ class GetfileWindow:
             size = f"{message.size} bytes" if message.size < 10_000 else \
                 f"{human_size(message.size)} ({message.size} bytes)"
             check = "verified" if message.verified else "NOT verified (no digest)"
-            self.line.configure(text=f"Downloaded {message.path}, {size}, {check}.")
-            self.status.emit("done", path=message.path, size=message.size, verified=message.verified)
-            self.show_info(f"Downloaded {message.path}\n{size}, {check} (xxh3-128)")
+            if message.unchanged:
+                what, how = "Already up to date:", f"{size}, {check}"
+            else:
+                resumed = f", resumed at {human_size(message.resumed_from)}" if message.resumed_from else ""
+                what, how = "Downloaded", f"{size}{resumed}, {check}"
+            self.line.configure(text=f"{what} {message.path}, {how}.")
+            self.status.emit("done", path=message.path, size=message.size, verified=message.verified,
+                             resumed_from=message.resumed_from, unchanged=message.unchanged)
+            self.show_info(f"{what} {message.path}\n{how} (xxh3-128)")
         elif isinstance(message, Stopped):
             folder = request.folder if request is not None else ""
             self.line.configure(text=f"Cancelled. The partial copy (.part) is kept in {folder}: "

@@ -209,6 +209,10 @@ class GuiProcess:
         xdotool(self.display, "type", "--delay", "20", text)
 
     def click(self, x: int, y: int) -> None:
+        # Come in from outside, as a hand would: a window mapped under a pointer that never moves
+        # gets no Enter event, and Tk then drops the click (seen when a test clicks where the last
+        # window's button was).
+        xdotool(self.display, "mousemove", "0", "767")  # no --sync: it stalls when already there
         xdotool(self.display, "mousemove", "--sync", str(x), str(y), "click", "1")
 
     # --- the end -------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ class Finished:
     path: str
     size: int
     verified: bool
+    resumed_from: int = 0   # bytes a kept .part already held (the subprocess mode cannot tell: 0)
+    unchanged: bool = False  # the local file was already this version: nothing was transferred
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class Request:
     folder: str
     limit_rate: float | None = None
     timeout: float = 30.0
+    force: bool = False     # replace a different local file of the same name
 
 
 def destination(folder: str) -> str:
@@ -138,12 +141,13 @@ class InProcessDownload(Job):
         r = self.request
         try:
             result = getfile.download(r.remote, host=r.host, port=r.port, dest=destination(r.folder),
-                                      progress=self.report, cancel=self.cancel_event, limit_rate=r.limit_rate,
-                                      timeout=r.timeout)
+                                      force=r.force, progress=self.report, cancel=self.cancel_event,
+                                      limit_rate=r.limit_rate, timeout=r.timeout)
         except Cancelled:
             self.inbox.put(Stopped())
             return
-        self.inbox.put(Finished(str(result.path), result.size, result.verified))
+        self.inbox.put(Finished(str(result.path), result.size, result.verified, result.resumed_from,
+                                result.unchanged))
 
 
 def get_command(request: Request) -> list[str]:
@@ -153,6 +157,8 @@ def get_command(request: Request) -> list[str]:
                "--timeout", str(request.timeout)]
     if request.limit_rate:
         command += ["--limit-rate", str(int(request.limit_rate))]
+    if request.force:
+        command.append("--force")
     return command
 
 
