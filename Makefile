@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint reliability reliability-long clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,17 @@ demo: install
 
 test: install lint
 	$(PY) -m pytest -q
+	$(PY) -m reliability --out .reliability
+
+# The reliability table (short form, ~5 min): every scenario x every model, non-zero exit on a failed row.
+reliability: install
+	$(PY) -m reliability
+
+reliability-long: install
+	$(PY) -m reliability --long
 
 lint: install
-	$(PY) -m ruff check src tests
+	$(PY) -m ruff check src tests reliability
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .reliability

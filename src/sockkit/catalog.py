@@ -31,6 +31,9 @@ MODELS: dict[str, str] = {
     "prefork": "sockkit.models.prefork:serve",
 }
 
+#: Models that cannot carry TLS (non-blocking TLS in a hand-written select loop is left undone).
+MODELS_WITHOUT_TLS = frozenset({"select"})
+
 #: One line describing each model, for ``--help`` and the README.
 MODEL_SUMMARIES = {
     "sequential": "one client at a time",

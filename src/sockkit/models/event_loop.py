@@ -17,6 +17,7 @@ import signal
 from collections import deque
 
 from sockkit.lifecycle import peer_of
+from sockkit.models.accept import AcceptThrottle
 from sockkit.models.settings import HIGH_WATER, Server
 from sockkit.net import BACKLOG
 from sockkit.services.actions import Close, Send, SendFile, Wait
@@ -234,7 +235,9 @@ class Hub:
         self.loop = loop
         self.drivers: set[Driver] = set()
         self.accepting = True
-        self.zero_copy = hasattr(loop, "sendfile") and "uvloop" not in type(loop).__module__
+        # TLS encrypts in user space: there is nothing to send zero-copy.
+        self.zero_copy = (hasattr(loop, "sendfile") and "uvloop" not in type(loop).__module__
+                          and server.limits.tls is None)
 
     def sweep(self, period: float) -> None:
         """Close connections silent for the idle timeout: an attribute store per message, not a timer."""
@@ -267,10 +270,16 @@ async def serve_async(server: Server) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+    loop.set_exception_handler(_quiet_accept_errors(server))
+    for _ in range(server.stop.requested):
+        on_signal()  # a signal that came while the loop was starting must not be lost
     servers = []
     for listener in server.listeners:
         listener.setblocking(False)
-        servers.append(await loop.create_server(lambda: Driver(hub), sock=listener, backlog=BACKLOG))
+        servers.append(await loop.create_server(lambda: Driver(hub), sock=listener, backlog=BACKLOG,
+                                                ssl=server.limits.tls,
+                                                ssl_handshake_timeout=server.limits.request_timeout
+                                                if server.limits.tls else None))
     period = min(1.0, max(0.05, min(server.limits.idle_timeout, server.limits.request_timeout) / 4))
 
     async def sweeper() -> None:
@@ -294,6 +303,21 @@ async def serve_async(server: Server) -> None:
             driver.transport.abort()
     sweeping.cancel()
     await asyncio.sleep(0)
+
+
+def _quiet_accept_errors(server: Server):
+    """Out of descriptors, asyncio's accept loop retries up to the backlog size and logs a traceback
+    each time (thousands of lines a second); log one line a second instead, like the other models."""
+    throttle = AcceptThrottle(server.log)
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and "accept" in context.get("message", ""):
+            throttle.failed(exc)
+            return
+        loop.default_exception_handler(context)
+
+    return handle
 
 
 def run(server: Server, use_uvloop: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from dataclasses import dataclass, field
 
 from sockkit.lifecycle import DEFAULT_DRAIN_SECONDS, Log, StopSignal
@@ -33,6 +34,8 @@ class Limits:
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)
     #: socketserver model: ForkingTCPServer instead of ThreadingTCPServer.
     fork: bool = False
+    #: Server-side TLS (``--tls-cert``/``--tls-key``); None: plain TCP.
+    tls: ssl.SSLContext | None = None
 
 
 @dataclass
