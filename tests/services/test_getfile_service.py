@@ -509,3 +509,44 @@ def test_random_request_lines_never_raise_and_get_one_answer(tree, line):
         first = w.take_line()
         assert first.count(b"\n") == 1
     assert temp_files(tree) == []
+
+
+# -- a full disk -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs as the served root (needs root and mount; skipped where either is missing)."""
+    import subprocess
+
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
+
+
+def test_put_larger_than_free_space_is_refused_up_front(tiny_disk):
+    w = wire(tiny_disk, allow_upload=True).send(format_request(Put("huge", 4 << 20, digest_of(b""))))
+    assert w.take_error()[0] == "no-space"
+    assert os.listdir(tiny_disk) == []
+
+
+def test_disk_filling_up_mid_upload_answers_no_space_and_keeps_nothing(tiny_disk):
+    """The disk fills after OK1 0: the body is read to its end, then no-space; no temp file stays."""
+    data = os.urandom(600 << 10)
+    service, _ = service_for(tiny_disk, allow_upload=True)
+    w = Wire(service.connect(PEER)).send(format_request(Put("late", len(data), digest_of(data))))
+    assert w.take_line() == b"OK1 0\n"
+    (tiny_disk / "filler").write_bytes(b"\0" * (700 << 10))  # someone else takes the space
+    w.send(data).send(get("filler"))
+    assert w.take_error()[0] == "no-space"
+    assert sorted(os.listdir(tiny_disk)) == ["filler"]
+    assert w.take_file()[0].size == 700 << 10  # the connection is still usable
