@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -274,3 +275,35 @@ def test_browse_error_uses_the_cli_words(launch, tmp_path, mode):
     assert cli.stderr.splitlines()[-1] == f"sockkit ls: {error['message']}"
     dismiss_dialog(gui, "sockkit getfile: error")
     quit_window(gui)
+
+
+@pytest.fixture
+def token_server(served_root: Path) -> Iterator:
+    from sockkit.testing import running
+
+    env = {k: v for k, v in os.environ.items() if k != "SOCKKIT_TOKEN"}
+    with running("getfile", "--root", str(served_root), "--port", "0", "--token", "s3cret", env=env) as srv:
+        yield srv
+
+
+def test_token_from_the_option_or_the_environment(launch, token_server, served_root, tmp_path, mode, monkeypatch):
+    """A server wanting a token: without one the dialog says so in the CLI's words; --token gets the file."""
+    monkeypatch.delenv("SOCKKIT_TOKEN", raising=False)
+    gui, _ready = open_window(launch, *mode)
+    fill_form(gui, "127.0.0.1", token_server.port, "small.txt", tmp_path)
+    error = gui.wait_for("error", timeout=60)
+    cli = cli_get("small.txt", "--port", str(token_server.port), "-o", str(tmp_path) + "/")
+    assert cli.stderr.splitlines()[-1] == f"sockkit get: {error['message']}"
+    dismiss_dialog(gui, "sockkit getfile: error")
+    quit_window(gui)
+
+    for how in ("option", "environment"):
+        (tmp_path / "small.txt").unlink(missing_ok=True)
+        if how == "environment":
+            monkeypatch.setenv("SOCKKIT_TOKEN", "s3cret")
+        gui, _ready = open_window(launch, *(["--token", "s3cret"] if how == "option" else []), *mode)
+        fill_form(gui, "127.0.0.1", token_server.port, "small.txt", tmp_path)
+        gui.wait_for("done", timeout=60)
+        assert (tmp_path / "small.txt").read_bytes() == (served_root / "small.txt").read_bytes()
+        dismiss_dialog(gui, "sockkit getfile: done")
+        quit_window(gui)

@@ -88,7 +88,7 @@ def test_failed_job_carries_the_describe_text(server, tmp_path, job_type):
 
 
 def test_listing_job(server):
-    last = drain(Listing("127.0.0.1", server.port, "sub").start())[-1]
+    last = drain(Listing(Request("-", "127.0.0.1", server.port, "."), "sub").start())[-1]
     assert isinstance(last, Listed) and last.directory == "sub"
     assert [(e.kind, e.path) for e in last.entries] == [("f", "inner.txt")]
 
@@ -165,6 +165,7 @@ def test_request_from_the_form_checks_fields(tmp_path):
     window.options = WindowOptions(limit_rate=100.0)
     good = {SERVER: " h ", PORT: "50001", FILE: "f", FOLDER: str(tmp_path)}
     assert window.request_from(good) == Request("f", "h", 50001, str(tmp_path), 100.0, 30.0)
+    assert window.request_from(good, force=True).force
     assert window.request_from({**good, FOLDER: ""}).folder == os.getcwd()
     assert "Port must be a number" in window.request_from({**good, PORT: "http"})
     assert "Port must be a number" in window.request_from({**good, PORT: "70000"})

@@ -6,6 +6,7 @@ Tk is imported only when one of these runs, so the other commands start as fast 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from sockkit.commands.get import parse_rate
@@ -30,6 +31,10 @@ def register(subparsers) -> None:
     gui.add_argument("--limit-rate", type=parse_rate, metavar="RATE", help="at most RATE bytes/s (500K, 10M)")
     gui.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                      help="give up on a silent server after this long (default %(default)s)")
+    gui.add_argument("--token", default=os.environ.get("SOCKKIT_TOKEN"),
+                     help="shared token the server requires (default: $SOCKKIT_TOKEN)")
+    gui.add_argument("--tls", action="store_true", help="connect with TLS (the certificate is verified)")
+    gui.add_argument("--cafile", metavar="PEM", help="trust this CA / self-signed certificate (implies --tls)")
     gui.add_argument("--status-file", metavar="PATH",
                      help="append the window's events to PATH, one JSON object per line (for tests and scripts)")
     gui.set_defaults(handler=run_gui)
@@ -62,7 +67,8 @@ def run_gui(args: argparse.Namespace) -> int:
 
     options = WindowOptions(host=args.host, port=args.port, folder=args.folder, file=args.file,
                             subprocess=args.subprocess, limit_rate=args.limit_rate, timeout=args.timeout,
-                            status_file=args.status_file)
+                            status_file=args.status_file, token=args.token, tls=args.tls or bool(args.cafile),
+                            cafile=args.cafile)
     return guard("gui", lambda: run(options))
 
 

@@ -13,7 +13,7 @@ from tkinter import messagebox, ttk
 
 from sockkit.clients.localfs import human_size
 from sockkit.errors import printable
-from sockkit.gui.jobs import Failed, Listed, Listing
+from sockkit.gui.jobs import Failed, Listed, Listing, Request
 from sockkit.gui.status import StatusLog
 from sockkit.protocols.getfile import Entry
 
@@ -45,13 +45,14 @@ def rows_for(directory: str, entries: list[Entry]) -> list[tuple[str, str, str]]
 
 
 class BrowseDialog:
-    """A Toplevel listing ``host:port``; ``on_pick(remote_path)`` gets the chosen file."""
+    """A Toplevel listing the server ``request`` names; ``on_pick(remote_path)`` gets the chosen file."""
 
-    def __init__(self, parent: tk.Misc, host: str, port: int, on_pick: Callable[[str], None],
+    def __init__(self, parent: tk.Misc, request: Request, on_pick: Callable[[str], None],
                  status: StatusLog, title: str = "sockkit getfile: browse", start: str = ROOT) -> None:
-        self.host, self.port, self.on_pick, self.status = host, port, on_pick, status
+        self.request, self.on_pick, self.status = request, on_pick, status
+        self.host, self.port = request.host, request.port
         self.window = tk.Toplevel(parent)
-        self.window.title(f"{title} {host}:{port}")
+        self.window.title(f"{title} {self.host}:{self.port}")
         owner = parent.winfo_toplevel()
         self.window.transient(owner)
         # Offset from the main window, so both stay visible (a window manager may still move it).
@@ -89,7 +90,7 @@ class BrowseDialog:
         self.where.configure(text=f"{self.host}:{self.port}  {directory}/  (listing...)")
         self.listbox.delete(0, tk.END)
         self.rows = []
-        self.job = Listing(self.host, self.port, directory).start()
+        self.job = Listing(self.request, directory).start()
         if self.after_id is None:
             self.after_id = self.window.after(POLL_MS, self.poll)
 

@@ -56,6 +56,9 @@ class WindowOptions:
     limit_rate: float | None = None
     timeout: float = 30.0
     status_file: str | None = None
+    token: str | None = None
+    tls: bool = False
+    cafile: str | None = None
 
 
 def format_progress(p: Progressed) -> str:
@@ -174,7 +177,8 @@ class GetfileWindow:
         if not remote:
             return "File is empty: type a path on the server, or use Browse"
         folder = os.path.expanduser(values[FOLDER].strip()) or os.getcwd()
-        return Request(remote, host, port, folder, self.options.limit_rate, self.options.timeout, force)
+        o = self.options
+        return Request(remote, host, port, folder, o.limit_rate, o.timeout, force, o.token, o.tls, o.cafile)
 
     def start(self, values: dict[str, str]) -> None:
         if self.busy():
@@ -232,7 +236,7 @@ class GetfileWindow:
             self.show_error(request)
             return
         self.status.emit("browse", host=request.host, port=request.port)
-        BrowseDialog(self.root, request.host, request.port, self.picked, self.status)
+        BrowseDialog(self.root, request, self.picked, self.status)
 
     def picked(self, remote_path: str) -> None:
         self.form.set_value(FILE, remote_path)

@@ -8,6 +8,7 @@ in the GUI, so the window says exactly what the command line says.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import queue
@@ -20,6 +21,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from sockkit.clients import getfile
+from sockkit.commands.get import tls_context
 from sockkit.errors import Cancelled, describe
 from sockkit.protocols.getfile import Entry
 
@@ -72,6 +74,19 @@ class Request:
     limit_rate: float | None = None
     timeout: float = 30.0
     force: bool = False     # replace a different local file of the same name
+    token: str | None = None
+    tls: bool = False       # connect with TLS (certificate verified)
+    cafile: str | None = None  # trust this CA / self-signed certificate (implies TLS)
+
+    def connection(self) -> dict:
+        """Keyword arguments for the client library: the same as ``sockkit get`` builds from its options."""
+        tls = tls_context(argparse.Namespace(tls=self.tls, cafile=self.cafile))
+        return {"host": self.host, "port": self.port, "timeout": self.timeout, "token": self.token or None,
+                "tls": tls}
+
+
+#: Where ``sockkit get`` looks for a token when --token is not given.
+TOKEN_ENV = "SOCKKIT_TOKEN"
 
 
 def destination(folder: str) -> str:
@@ -140,9 +155,8 @@ class InProcessDownload(Job):
     def work(self) -> None:
         r = self.request
         try:
-            result = getfile.download(r.remote, host=r.host, port=r.port, dest=destination(r.folder),
-                                      force=r.force, progress=self.report, cancel=self.cancel_event,
-                                      limit_rate=r.limit_rate, timeout=r.timeout)
+            result = getfile.download(r.remote, dest=destination(r.folder), force=r.force, progress=self.report,
+                                      cancel=self.cancel_event, limit_rate=r.limit_rate, **r.connection())
         except Cancelled:
             self.inbox.put(Stopped())
             return
@@ -159,6 +173,10 @@ def get_command(request: Request) -> list[str]:
         command += ["--limit-rate", str(int(request.limit_rate))]
     if request.force:
         command.append("--force")
+    if request.tls:
+        command.append("--tls")
+    if request.cafile:
+        command += ["--cafile", request.cafile]
     return command
 
 
@@ -199,6 +217,10 @@ class SubprocessDownload(Job):
 
     def work(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The token goes through the environment, not argv, where any local user could read it (ps).
+        env.pop(TOKEN_ENV, None)
+        if self.request.token:
+            env[TOKEN_ENV] = self.request.token
         with self.lock:
             if self.cancel_event.is_set():
                 self.inbox.put(Stopped())
@@ -272,12 +294,12 @@ def parse_json_line(line: str) -> dict | None:
 
 
 class Listing(Job):
-    """``getfile.list_remote()`` of one directory, for the Browse dialog."""
+    """``getfile.list_remote()`` of one directory, for the Browse dialog (``request`` says where and how)."""
 
-    def __init__(self, host: str, port: int, directory: str, timeout: float = 30.0) -> None:
+    def __init__(self, request: Request, directory: str) -> None:
         super().__init__()
-        self.host, self.port, self.directory, self.timeout = host, port, directory, timeout
+        self.request, self.directory = request, directory
 
     def work(self) -> None:
-        entries = getfile.list_remote(self.directory, host=self.host, port=self.port, timeout=self.timeout)
+        entries = getfile.list_remote(self.directory, **self.request.connection())
         self.inbox.put(Listed(self.directory, entries))
