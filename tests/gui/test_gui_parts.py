@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 import time
 
 import pytest
@@ -16,6 +18,7 @@ from sockkit.gui import settings
 from sockkit.gui.browse import join, parent_of, rows_for
 from sockkit.gui.getfile_window import format_progress, format_seconds
 from sockkit.gui.jobs import (
+    CHILD_STOP_SECONDS,
     Failed,
     Finished,
     InProcessDownload,
@@ -78,6 +81,29 @@ def test_cancelled_job_stops_and_keeps_the_part(server, tmp_path, job_type):
     assert job.join(10)
     assert not (tmp_path / "big.bin").exists()
     assert list(tmp_path.glob("big.bin*.part"))
+
+
+def test_a_child_ignoring_sigint_is_killed_and_reported_stopped():
+    """Cancel in subprocess mode: SIGINT first; a child that ignores it is killed after CHILD_STOP_SECONDS."""
+    script = ("import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+              "print('{\"done\": 0, \"total\": 10, \"speed\": 0, \"eta\": null}', flush=True); time.sleep(120)")
+    job = SubprocessDownload(Request("f", "127.0.0.1", 1, "."), command=lambda _r: [sys.executable, "-c", script])
+    job.start()
+    first = drain_until(job, Progressed)
+    job.cancel()
+    assert isinstance(drain(job, timeout=CHILD_STOP_SECONDS + 15)[-1], Stopped)
+    assert first.total == 10
+    assert job.proc is not None and job.proc.returncode == -signal.SIGKILL
+
+
+def drain_until(job: Job, kind: type, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in job.messages(100):
+            if isinstance(message, kind):
+                return message
+        time.sleep(0.02)
+    raise AssertionError(f"no {kind.__name__} within {timeout} s")
 
 
 def test_failed_job_carries_the_describe_text(server, tmp_path, job_type):

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -182,7 +183,7 @@ def get_command(request: Request) -> list[str]:
 
 #: How long a cancelled child may take to stop after SIGINT before it is killed.
 CHILD_STOP_SECONDS = 5.0
-#: Stderr kept from the child: its error is one line; anything longer is noise we need not hold.
+#: Stderr lines kept from the child: its error is one line; the rest is noise we need not hold.
 MAX_STDERR_LINES = 50
 
 
@@ -200,7 +201,8 @@ class SubprocessDownload(Job):
         self.proc: subprocess.Popen[str] | None = None
         self.lock = threading.Lock()
         self.interrupted = False
-        self.stderr_lines: list[str] = []
+        # The last lines only: the error a failed `sockkit get` prints is its last line.
+        self.stderr_lines: deque[str] = deque(maxlen=MAX_STDERR_LINES)
 
     def cancel(self) -> None:
         """Called from the Tk thread: never waits. The lock pairs with the one around Popen so the
@@ -214,6 +216,16 @@ class SubprocessDownload(Job):
             self.interrupted = True
             with suppress(ProcessLookupError):  # it may have just finished on its own
                 os.kill(self.proc.pid, signal.SIGINT)
+            # The worker is blocked reading the child's stdout; if SIGINT is ignored, SIGKILL ends
+            # both (the .part survives a SIGKILL too: it is only ever renamed once verified).
+            timer = threading.Timer(CHILD_STOP_SECONDS, self._kill)
+            timer.daemon = True
+            timer.start()
+
+    def _kill(self) -> None:
+        with self.lock:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
 
     def work(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -243,6 +255,7 @@ class SubprocessDownload(Job):
             elif "done" in record:
                 self.inbox.put(Progressed(int(record["done"]), int(record.get("total") or 0),
                                           float(record.get("speed") or 0.0), record.get("eta")))
+        self.proc.stdout.close()
         code = self._wait()
         drain.join(CHILD_STOP_SECONDS)
         if self.cancel_event.is_set() and code != 0:
@@ -262,8 +275,8 @@ class SubprocessDownload(Job):
 
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
-        for line in self.proc.stderr:
-            if len(self.stderr_lines) < MAX_STDERR_LINES:
+        with self.proc.stderr:
+            for line in self.proc.stderr:
                 self.stderr_lines.append(line.rstrip("\n"))
 
     def error_text(self, json_error: str | None, code: int) -> str:
@@ -279,10 +292,8 @@ class SubprocessDownload(Job):
 
     def stop_now(self) -> None:
         """On window close: the child must not outlive the window (SIGKILL still leaves the .part)."""
-        with self.lock:
-            self.cancel_event.set()
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.kill()
+        self.cancel_event.set()
+        self._kill()
 
 
 def parse_json_line(line: str) -> dict | None:
