@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -197,3 +198,14 @@ def test_request_from_the_form_checks_fields(tmp_path):
     assert "Port must be a number" in window.request_from({**good, PORT: "70000"})
     assert "File is empty" in window.request_from({**good, FILE: " "})
     assert "Server is empty" in window.request_from({**good, SERVER: ""})
+
+
+@pytest.mark.parametrize("command", ["gui", "form"])
+def test_no_display_is_one_clear_line(command):
+    """Without $DISPLAY the commands say so in one line and exit 1 (no traceback)."""
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    done = subprocess.run([sys.executable, "-m", "sockkit", command], env=env, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"sockkit {command}: cannot open a window: no display name and no $DISPLAY environment variable"]
