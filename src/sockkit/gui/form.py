@@ -45,6 +45,8 @@ class Form:
             entry = ttk.Entry(self.frame, width=ENTRY_WIDTH)
             entry.insert(0, defaults.get(label, ""))
             entry.grid(row=row, column=1, sticky=tk.EW, pady=2)
+            # Tab selects a field's text; leaving it must not leave that highlight behind.
+            entry.bind("<FocusOut>", lambda _e, widget=entry: widget.selection_clear())
             self.entries[label] = entry
         self.buttons = ttk.Frame(self.frame)
         self.buttons.grid(row=len(self.labels), column=0, columnspan=2, sticky=tk.E, pady=(6, 0))

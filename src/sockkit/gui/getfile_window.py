@@ -138,6 +138,7 @@ class GetfileWindow:
         state = ["disabled"] if busy else ["!disabled"]
         self.form.submit_button.state(state)
         self.browse_button.state(state)
+        self.folder_button.state(state)
         self.form.cancel_button.state(["!disabled"])
         self.form.cancel_button.configure(text="Cancel" if busy else "Quit")
 
