@@ -80,7 +80,7 @@ def test_form_without_hooks_prints_and_cancel_closes_its_window(tk_root, capsys)
     form.submit()
     assert capsys.readouterr().out == "Name => Bob\n"
     form.cancel()
-    assert not tk_root.winfo_children() or top not in tk_root.winfo_children()
+    assert not top.winfo_exists()
 
 
 def test_dynamic_form_asks_through_the_given_function(tk_root, capsys):
