@@ -119,6 +119,8 @@ def receive_exactly(sock: socket.socket, fd: int | None, count: int, *, buffer: 
     ``on_chunk(n)`` is told after each chunk. Raises TransferInterrupted when the stream ends or
     stalls for ``idle_timeout`` s, Cancelled when ``cancel`` is set, DestinationError when the disk fails.
     """
+    if count <= 0:
+        return  # a small body already arrived with its header: no socket calls at all
     view = buffer.view
     chunk_max = len(view) if limiter is None else min(len(view), limiter.chunk)
     update = hasher.update if hasher is not None else None
