@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import tkinter as tk
 
 import pytest
 
-from sockkit.gui.form import DynamicForm, Form
+tk = pytest.importorskip("tkinter", reason="Python was built without Tk")
+
+from sockkit.gui.form import DynamicForm, Form  # noqa: E402  (needs tkinter)
 
 
 def test_form_self_test_prints_typed_values_and_stays_open(launch):

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+pytest.importorskip("tkinter", reason="Python was built without Tk")
+
 from sockkit.gui import settings
 from sockkit.gui.browse import join, parent_of, rows_for
 from sockkit.gui.getfile_window import format_progress, format_seconds
