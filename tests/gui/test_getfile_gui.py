@@ -307,3 +307,24 @@ def test_token_from_the_option_or_the_environment(launch, token_server, served_r
         assert (tmp_path / "small.txt").read_bytes() == (served_root / "small.txt").read_bytes()
         dismiss_dialog(gui, "sockkit getfile: done")
         quit_window(gui)
+
+
+def test_browse_against_a_silent_server_never_freezes_the_window(launch, tmp_path, mode):
+    """A server that accepts but never answers: while Browse waits (--timeout 3) the window still
+    lays out a resize; then the timeout is reported in `sockkit ls`'s words."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog; nobody ever reads or answers them
+        port = silent.getsockname()[1]
+        gui, _ready = open_window(launch, "--port", str(port), "--timeout", "3", *mode)
+        gui.key("ctrl+b")
+        gui.wait_for("browse")
+        xdotool_resize(gui, 620, 300)
+        resized = gui.wait_for("configure", lambda e: (e["width"], e["height"]) == (620, 300), timeout=20)
+        error = gui.wait_for("error", lambda e: e["during"] == "browse", timeout=60)
+        assert resized["t"] < error["t"], "the window answered while the listing waited"
+        cli = subprocess.run(sockkit_command("ls", "--port", str(port), "--timeout", "3"), capture_output=True,
+                             text=True, timeout=60)
+        assert cli.stderr.splitlines()[-1] == f"sockkit ls: {error['message']}"
+        dismiss_dialog(gui, "sockkit getfile: error")
+        quit_window(gui)
