@@ -208,8 +208,22 @@ def test_symlinks_inside_the_root_are_followed(tree):
     (tree / "alias").symlink_to("sub/deep.txt")
     (tree / "sub" / "back").symlink_to("../hello.txt")
     (tree / "subdir").symlink_to("sub")
-    w = wire(tree).send(get("alias") + get("sub/back") + get("subdir/deep.txt"))
-    assert [w.take_file()[1] for _ in range(3)] == [b"deep\n", b"hello world\n", b"deep\n"]
+    (tree / "absolute").symlink_to(os.path.realpath(tree) + "//sub/./deep.txt")
+    (tree / "absdir").symlink_to(os.path.realpath(tree / "sub"))
+    w = wire(tree).send(get("alias") + get("sub/back") + get("subdir/deep.txt") + get("absolute")
+                        + get("absdir/deep.txt"))
+    assert [w.take_file()[1] for _ in range(5)] == [b"deep\n", b"hello world\n", b"deep\n", b"deep\n", b"deep\n"]
+
+
+@pytest.mark.parametrize("target", ["{root}/../secret", "{root}/sub/../../secret", "{root}x/secret", "{parent}",
+                                    "{root}/../root/../secret"])
+def test_absolute_symlinks_must_stay_under_the_root(tree, target):
+    root = os.path.realpath(tree)
+    (tree / "link").symlink_to(target.format(root=root, parent=os.path.dirname(root)))
+    w = wire(tree).send(get("link") + get("link/secret"))
+    assert w.take_error()[0] in ("outside-root", "not-found")
+    assert w.take_error()[0] in ("outside-root", "not-found")
+    assert b"SECRET" not in w.out
 
 
 def test_refusals_are_logged_with_the_reason(tree):
