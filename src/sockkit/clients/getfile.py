@@ -27,7 +27,6 @@ from sockkit.clients import localfs
 from sockkit.clients.getfile_session import Session
 from sockkit.clients.transfer import Buffer, RateLimiter, Writeback, receive_exactly, write_all
 from sockkit.errors import (
-    Cancelled,
     DestinationError,
     DestinationExists,
     IntegrityError,
@@ -397,11 +396,6 @@ def read_listing(session: Session, remote_dir: str) -> list[wire.Entry]:
         except (wire.ProtocolError, UnicodeDecodeError) as exc:
             raise ProtocolViolation(f"bad listing line {printable(repr(line), 80)}: {exc}") from None
     return entries
-
-
-def check_not_cancelled(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("cancelled")
 
 
 # The rest of the client API lives in its own modules; imported last because they build on the above.
