@@ -39,7 +39,7 @@ from sockkit.protocols.getfile import (
 from sockkit.services.actions import CLOSE, Action, Peer, Send, SendFile
 from sockkit.services.getfile.digest import is_digest
 from sockkit.services.getfile.listing import list_directory, list_tree
-from sockkit.services.getfile.root import Refused
+from sockkit.services.getfile.root import Refused, refusal_for
 from sockkit.services.getfile.upload import Upload
 
 #: Bodies up to this size are read and sent with their header in one write (one syscall for
@@ -279,9 +279,12 @@ class GetfileConnection:
         self._finish(actions)
 
     def _serve_listing(self, request: List | Tree, actions: list[Action]) -> None:
+        shown = request.path or "."
         with self.service.root.open_directory(request.path) as walk:
-            shown = request.path or "."
-            answer = list_directory(walk, shown) if isinstance(request, List) else list_tree(walk, shown)
+            try:
+                answer = list_directory(walk, shown) if isinstance(request, List) else list_tree(walk, shown)
+            except OSError as exc:  # the directory vanished or descriptors ran out mid-listing
+                raise refusal_for(exc, shown) from None
         self._charge(len(answer))
         actions.append(Send(answer))
 
@@ -329,7 +332,10 @@ class GetfileConnection:
             raise Refused(ErrorCode.BUSY, f"more than {MAX_QUEUED_FILES} transfers in flight on one connection; "
                                           "wait for answers before sending more requests")
         if self.queued == 0 and self.slot is None:
-            slot = self.service.slots.acquire()
+            try:
+                slot = self.service.slots.acquire()
+            except OSError:  # no descriptor left to take a slot with: as good as busy
+                slot = None
             if slot is None:
                 raise Refused(ErrorCode.BUSY, f"server busy: {self.service.slots.limit} transfers running; "
                                               "try again later")
