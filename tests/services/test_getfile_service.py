@@ -634,3 +634,15 @@ def test_out_of_descriptors_is_busy_not_a_crash(tree):
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["busy", "busy", "busy"]
+
+
+def test_a_flood_of_bad_requests_cannot_flood_the_log(tree):
+    from sockkit.services.getfile.connection import MAX_LOG_LINES
+
+    service, logged = service_for(tree)
+    conn = service.connect(PEER)
+    w = Wire(conn).send(get("nothing") * 1000)
+    assert w.out.count(b"ERR1 not-found") == 1000
+    conn.close()
+    assert len(logged) == MAX_LOG_LINES + 1
+    assert "980 more refusals" in logged[-1]
