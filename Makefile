@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint reliability reliability-long clean
+.PHONY: install demo test lint reliability reliability-long clean screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ reliability-long: install
 
 lint: install
 	$(PY) -m ruff check src tests reliability
+
+screenshots: install  # docs/img: the GUI on Xvfb (needs xvfb, xdotool, imagemagick)
+	$(PY) -m sockkit.gui.screenshots --out docs/img
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .reliability

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Faults:
     close_without_answer: bool = False
     ignore_version: bool = False      # always answer from offset 0 (as if the file changed)
     resume_anyway: bool = False       # resume at the asked offset even when the version differs
+    put_fails_after: int | None = None  # PUT1: answer ERR1 no-space after this many body bytes, then close
 
 
 @dataclass
@@ -50,6 +52,7 @@ class FakeServer:
     requests: list[bytes] = field(default_factory=list)
     legacy: bool = False   # speak the chapter's protocol: path line -> raw bytes -> close
     on_request: Callable[[bytes], None] | None = None
+    tls: ssl.SSLContext | None = None  # wrap every accepted connection (server side)
 
     def __post_init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -83,6 +86,13 @@ class FakeServer:
                 conn, _ = self.listener.accept()
             except (TimeoutError, OSError):
                 continue
+            if self.tls is not None:
+                try:
+                    conn.settimeout(5)
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError):
+                    conn.close()
+                    continue
             conn.settimeout(0.1)
             self.connections.append(conn)
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
@@ -156,6 +166,9 @@ class FakeServer:
             data = bytearray(buffer)
             buffer.clear()
             while len(data) < request.size:
+                if faults.put_fails_after is not None and len(data) >= faults.put_fails_after:
+                    conn.sendall(wire.format_error(wire.ErrorCode.NO_SPACE, "disk full"))
+                    return False
                 chunk = self._recv(conn)
                 if not chunk:
                     return False

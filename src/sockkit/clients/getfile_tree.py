@@ -46,6 +46,7 @@ from sockkit.errors import (
     ProtocolViolation,
     RemoteError,
     SockkitError,
+    describe_os_error,
     printable,
 )
 from sockkit.protocols import getfile as wire
@@ -59,6 +60,13 @@ WINDOW_BYTES = 32 * 1024
 #: files that grow between the listing and the request.
 WINDOW_LARGE = 16
 LARGE = 32 * 1024
+#: Verified files waiting for their final name. Making each durable with its own fsync costs a
+#: journal commit per file (measured here: 1,000 x 4 KiB at ~400-1,200 files/s with it, ~1,600-2,300
+#: with one syncfs per batch), so a batch is made durable with one syncfs, then renamed, then each
+#: directory fsync'ed once. syncfs also waits for other programs' dirty data on that filesystem:
+#: fewer, larger batches pay that less often.
+BATCH_FILES = 2048
+BATCH_BYTES = 256 << 20
 #: Directory descriptors kept open at once (a deep or wide tree must not exhaust the fd limit).
 DIR_CACHE = 64
 
@@ -127,6 +135,51 @@ class Pending:
     request_bytes: int
 
 
+@dataclass
+class Verified:
+    where: tuple[str, ...]
+    part: str
+    name: str
+    path: str
+    done: DownloadResult
+
+
+class CommitBatch:
+    """Renames verified parts into place, a batch at a time, after one syncfs for the batch."""
+
+    def __init__(self, dirs: DirectoryCache, result: TreeResult, force: bool) -> None:
+        self.dirs, self.result, self.force = dirs, result, force
+        self.items: list[Verified] = []
+        self.bytes = 0
+
+    def add(self, item: Verified) -> None:
+        self.items.append(item)
+        self.bytes += item.done.size
+        if len(self.items) >= BATCH_FILES or self.bytes >= BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.items:
+            return
+        items, self.items, self.bytes = self.items, [], 0
+        localfs.sync_filesystem(self.dirs.root_fd)
+        touched: set[tuple[str, ...]] = set()
+        for item in items:
+            try:
+                localfs.rename_into_place(self.dirs.get(item.where), item.part, item.name, force=self.force)
+            except (DestinationError, DestinationExists) as exc:
+                self.result.failed.append((item.path, str(exc)))
+                continue
+            self.result.files.append(item.done)
+            self.result.bytes += item.done.size
+            touched.add(item.where)
+        for where in touched:
+            try:
+                os.fsync(self.dirs.get(where))
+            except OSError as exc:
+                raise DestinationError(describe_os_error(exc)) from exc
+
+
 def resolve_root(remote_dir: str, dest: str | os.PathLike) -> tuple[Path, str | None]:
     """(parent directory, name of the tree's root in it, or None for the parent itself).
 
@@ -177,10 +230,18 @@ def download_tree(remote_dir: str, *, host: str = DEFAULT_HOST, port: int = DEFA
                         dirs.get(tuple(components))
             files = [(entry, components) for entry, components in checked if entry.kind == "f"]
             total = sum(entry.size for entry, _ in files)
+            localfs.check_space(root_fd, total, str(result.root))
             reporter = Reporter(progress, total, 0, start)
-            fetch_all(session, remote_dir, files, dirs, result, reporter, force=force, cancel=cancel,
-                      limiter=limiter, timeout=timeout)
-            session.expect_end()
+            batch = CommitBatch(dirs, result, force)
+            try:
+                fetch_all(session, remote_dir, files, dirs, batch, reporter, force=force, cancel=cancel,
+                          limiter=limiter, timeout=timeout)
+                session.expect_end()
+            except BaseException:
+                with contextlib.suppress(Exception):  # keep what was verified; report the first failure
+                    batch.flush()
+                raise
+            batch.flush()
             reporter.finish()
     finally:
         dirs.close()
@@ -195,7 +256,7 @@ def remote_join(remote_dir: str, relative: str) -> str:
 
 
 def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, list[str]]], dirs: DirectoryCache,
-              result: TreeResult, reporter: Reporter, *, force: bool, cancel: threading.Event | None,
+              batch: CommitBatch, reporter: Reporter, *, force: bool, cancel: threading.Event | None,
               limiter: RateLimiter | None, timeout: float) -> None:
     buffer = Buffer()
     queue = iter(files)
@@ -204,26 +265,29 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
     in_flight_large = 0
     exhausted = False
     for _ in range(2 * len(files) + 2):  # bounded: each turn sends a batch or handles one answer
-        batch = bytearray()
-        while (not exhausted and len(in_flight) < WINDOW and in_flight_bytes + len(batch) < WINDOW_BYTES
+        outgoing = bytearray()
+        # Refill only when half the window has drained: requests then go out in batches of
+        # ~WINDOW/2 per sendall instead of one syscall per answer.
+        refill = len(in_flight) <= WINDOW // 2
+        while (refill and not exhausted and len(in_flight) < WINDOW and in_flight_bytes + len(outgoing) < WINDOW_BYTES
                and in_flight_large < WINDOW_LARGE):
             item = next(queue, None)
             if item is None:
                 exhausted = True
                 break
             entry, components = item
-            pending = prepare(entry, components, dirs, result, reporter, force=force)
+            pending = prepare(entry, components, dirs, batch.result, reporter, force=force)
             if pending is None:
                 continue
             request = wire.format_request(wire.Get(remote_join(remote_dir, entry.path), pending.plan.offset,
                                                    pending.plan.version))
             pending.request_bytes = len(request)
-            batch += request
+            outgoing += request
             in_flight.append(pending)
             in_flight_large += entry.size > LARGE
-        if batch:
-            session.send(bytes(batch))
-            in_flight_bytes += len(batch)
+        if outgoing:
+            session.send(bytes(outgoing))
+            in_flight_bytes += len(outgoing)
         if not in_flight:
             if exhausted:
                 return
@@ -231,7 +295,7 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
         pending = in_flight.popleft()
         in_flight_bytes -= pending.request_bytes
         in_flight_large -= pending.entry.size > LARGE
-        handle_answer(session, remote_dir, pending, dirs, result, reporter, buffer, force=force, cancel=cancel,
+        handle_answer(session, remote_dir, pending, dirs, batch, reporter, buffer, force=force, cancel=cancel,
                       limiter=limiter, timeout=timeout)
     raise ProtocolViolation("internal: tree download did not finish")  # unreachable by the bound above
 
@@ -263,10 +327,11 @@ def prepare(entry: wire.Entry, components: list[str], dirs: DirectoryCache, resu
     return Pending(entry, components, Plan(part), 0)
 
 
-def handle_answer(session: Session, remote_dir: str, pending: Pending, dirs: DirectoryCache, result: TreeResult,
+def handle_answer(session: Session, remote_dir: str, pending: Pending, dirs: DirectoryCache, batch: CommitBatch,
                   reporter: Reporter, buffer: Buffer, *, force: bool, cancel: threading.Event | None,
                   limiter: RateLimiter | None, timeout: float) -> None:
     entry = pending.entry
+    result = batch.result
     remote = remote_join(remote_dir, entry.path)
     try:
         header = read_header(session, remote)
@@ -282,8 +347,8 @@ def handle_answer(session: Session, remote_dir: str, pending: Pending, dirs: Dir
         reporter.resumed_from += header.offset
         reporter.done += header.offset
     where = tuple(pending.components[:-1])
-    job = Fetch(session, remote, dirs.get(where), pending.components[-1], Path(entry.path), pending.plan, force,
-                buffer, reporter, cancel, limiter, timeout)
+    job = Fetch(session, remote, dirs.get(where), pending.components[-1], result.root / entry.path, pending.plan,
+                force, buffer, reporter, cancel, limiter, timeout, deferred=[])
     try:
         done = receive_file(job, header, last=False)
     except NotEnoughSpace:
@@ -298,8 +363,8 @@ def handle_answer(session: Session, remote_dir: str, pending: Pending, dirs: Dir
         result.failed.append((entry.path, str(exc)))
         return
     dirs.parts.get(where, {}).pop(localfs.part_stem(job.name), None)
-    result.files.append(done)
-    result.bytes += done.size
+    if job.deferred:
+        batch.add(Verified(where, job.deferred[0], job.name, entry.path, done))
 
 
 def skip_body(session: Session, header: wire.FileHeader, buffer: Buffer, timeout: float,
