@@ -54,7 +54,7 @@ def getfile_server(model: str, root: Path, *extra: str):
     with running("getfile", "--model", model, "--port", "0", "--quiet", "--root", str(root), *extra,
                  "--request-timeout", "2", "--workers", "4" if model == "pool" else str(PREFORK_WORKERS)) as server:
         if model == "prefork":
-            wait_for_workers(server, PREFORK_WORKERS)
+            wait_for_workers(server, PREFORK_WORKERS, hello=b"LIST1 .\n")
         yield server
 
 

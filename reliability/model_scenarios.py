@@ -35,13 +35,14 @@ def serve(model: str, *extra: str, **kwargs):
 PREFORK_WORKERS = os.cpu_count() or 2
 
 
-def wait_for_workers(server, count: int, seconds: float = 10.0) -> None:
-    """Baselines are taken once every worker is up (forking them costs RSS of its own)."""
+def wait_for_workers(server, count: int, seconds: float = 10.0, hello: bytes = b"canary\n") -> None:
+    """Baselines are taken once every worker is up (forking them costs RSS of its own) and one
+    request (``hello``, answered with a line) has been served."""
     deadline = time.monotonic() + seconds
     while len(descendants(server.pid)) < count and time.monotonic() < deadline:
         time.sleep(0.05)
     with connect(server.port) as sock:
-        round_trip(sock)
+        round_trip(sock, hello)
     time.sleep(0.2)
 
 

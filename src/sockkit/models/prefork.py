@@ -29,7 +29,7 @@ RESTART_BACKOFF = 1.0
 def _worker(server: Server, index: int) -> None:
     status = 0
     try:
-        die_with_parent()
+        die_with_parent(parent=server.pid)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         server.stop.close()
         if index == 0:

@@ -45,3 +45,5 @@ class Server:
     limits: Limits
     log: Log
     stop: StopSignal
+    #: The process serving; forked children check it is still their parent (see die_with_parent).
+    pid: int = field(default_factory=os.getpid)
