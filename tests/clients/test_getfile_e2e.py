@@ -17,6 +17,7 @@ import pytest
 from sockkit.clients import getfile
 from sockkit.errors import RemoteError, TransferInterrupted
 from sockkit.testing import running, start_server
+from tests.conftest import ALL_MODELS
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -51,9 +52,9 @@ def wait_until(condition, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", ALL_MODELS)
 def test_every_size_byte_for_byte(tmp_path, served, model):
-    """0 B, 1 B, 1 KiB ± 1, 64 MiB and a non-ASCII name with spaces, under several models."""
+    """0 B, 1 B, 1 KiB ± 1, 64 MiB and a non-ASCII name with spaces, under every model."""
     dest = tmp_path / "dest"
     dest.mkdir()
     with running("getfile", "--model", model, "--port", "0", "--root", str(served), "--quiet") as server:
