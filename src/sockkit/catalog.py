@@ -15,6 +15,7 @@ from sockkit.services.actions import Service
 
 SERVICES: dict[str, str] = {
     "echo": "sockkit.services.echo_spec:SPEC",
+    "getfile": "sockkit.services.getfile.spec:SPEC",
 }
 
 MODELS: dict[str, str] = {

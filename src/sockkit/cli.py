@@ -21,6 +21,7 @@ COMMANDS = [
     "sockkit.commands.signals",
     "sockkit.commands.proxy",
     "sockkit.commands.demo",
+    "sockkit.commands.get",
 ]
 
 

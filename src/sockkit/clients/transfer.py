@@ -1,0 +1,160 @@
+"""The receive loop: socket -> file descriptor, hashing on the way, with bounded memory.
+
+Rules this module keeps:
+* One pre-allocated buffer per transfer (``Buffer``), filled with ``recv_into`` and written with
+  ``os.write`` of a memoryview slice: no bytes object is created per chunk, and memory does not
+  grow with the file size.
+* Never reads past the body: each ``recv_into`` asks for at most the bytes still owed, so whatever
+  the server sends afterwards (the next answer when pipelining, or junk) stays in the socket.
+* Cancellation and stalls are noticed between chunks: the socket gets a short timeout
+  (``POLL_SECONDS``) so a cancel is seen within ~0.2 s even when the server sends nothing, and a
+  silence longer than ``idle_timeout`` ends the transfer.
+
+Measured on this machine (loopback, 1 GiB): hashing with xxh3-128 costs a few percent of the
+time; the write to the page cache dominates. See docs/getfile-client.md for the figures.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+from sockkit.errors import Cancelled, DestinationError, TransferInterrupted, describe_os_error
+
+#: 1 MiB: loopback hands over several hundred KiB per recv; a bigger buffer saves syscalls, a
+#: smaller one costs them; memory per transfer stays this size whatever the file size.
+BUFFER_SIZE = 1 << 20
+#: How often a blocked recv wakes up to look at the cancel event.
+POLL_SECONDS = 0.2
+
+
+class Buffer:
+    """A reusable receive buffer (one per connection; download_tree reuses it for every file)."""
+
+    def __init__(self, size: int = BUFFER_SIZE) -> None:
+        self.data = bytearray(size)
+        self.view = memoryview(self.data)
+
+
+class RateLimiter:
+    """Token bucket: at most ``rate`` bytes/s on average, bursts up to ``rate``/10 bytes."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.chunk = max(4096, int(rate / 10))
+        self.start = time.monotonic()
+        self.allowed = 0.0
+
+    def pace(self, nbytes: int, cancel: threading.Event | None) -> None:
+        """Sleep until ``nbytes`` more are within the rate; wakes every POLL_SECONDS for cancel."""
+        self.allowed += nbytes
+        for _ in range(100_000):  # bounded: each turn sleeps up to POLL_SECONDS
+            ahead = self.allowed / self.rate - (time.monotonic() - self.start)
+            if ahead <= 0:
+                return
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
+            time.sleep(min(ahead, POLL_SECONDS))
+
+
+def write_all(fd: int, view: memoryview) -> None:
+    """``os.write`` until the whole slice is written; disk errors become DestinationError."""
+    for _ in range(len(view) + 1):  # bounded: every turn writes at least one byte or raises
+        if not view:
+            return
+        try:
+            written = os.write(fd, view)
+        except OSError as exc:
+            raise DestinationError(describe_os_error(exc)) from exc
+        view = view[written:]
+    raise DestinationError("the disk accepted no bytes")
+
+
+def receive_exactly(sock: socket.socket, fd: int | None, count: int, *, buffer: Buffer,
+                    hasher=None, idle_timeout: float = 30.0, cancel: threading.Event | None = None,
+                    limiter: RateLimiter | None = None, on_chunk: Callable[[int], None] | None = None) -> None:
+    """Receive exactly ``count`` bytes from ``sock`` into ``fd`` (None: discard), hashing them.
+
+    ``on_chunk(n)`` is told after each chunk. Raises TransferInterrupted when the stream ends or
+    stalls for ``idle_timeout`` s, Cancelled when ``cancel`` is set, DestinationError when the disk fails.
+    """
+    view = buffer.view
+    chunk_max = len(view) if limiter is None else min(len(view), limiter.chunk)
+    update = hasher.update if hasher is not None else None
+    sock.settimeout(min(POLL_SECONDS, idle_timeout) if cancel is not None else idle_timeout)
+    left = count
+    last_data = time.monotonic()
+    while left > 0:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
+        try:
+            got = sock.recv_into(view, min(left, chunk_max))
+        except TimeoutError:
+            if time.monotonic() - last_data >= idle_timeout:
+                raise TransferInterrupted(
+                    f"the server sent nothing for {idle_timeout:g} s after {count - left} of {count} bytes"
+                ) from None
+            continue
+        except ssl.SSLError as exc:
+            raise TransferInterrupted(f"TLS error after {count - left} of {count} bytes: {exc.reason}") from exc
+        except OSError as exc:
+            if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT):
+                raise TransferInterrupted(
+                    f"the server reset the connection after {count - left} of {count} bytes") from exc
+            raise
+        if got == 0:
+            raise TransferInterrupted(f"the server closed the connection after {count - left} of {count} bytes")
+        last_data = time.monotonic()
+        piece = view[:got]
+        if update is not None:
+            update(piece)
+        if fd is not None:
+            write_all(fd, piece)
+        left -= got
+        if on_chunk is not None:
+            on_chunk(got)
+        if limiter is not None:
+            limiter.pace(got, cancel)
+
+
+def receive_to_eof(sock: socket.socket, fd: int, *, buffer: Buffer, hasher=None, idle_timeout: float = 30.0,
+                   cancel: threading.Event | None = None, limiter: RateLimiter | None = None,
+                   on_chunk: Callable[[int], None] | None = None) -> int:
+    """The chapter's protocol: everything until the server closes; the byte count."""
+    view = buffer.view
+    chunk_max = len(view) if limiter is None else min(len(view), limiter.chunk)
+    sock.settimeout(min(POLL_SECONDS, idle_timeout) if cancel is not None else idle_timeout)
+    total = 0
+    last_data = time.monotonic()
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
+        try:
+            got = sock.recv_into(view, chunk_max)
+        except TimeoutError:
+            if time.monotonic() - last_data >= idle_timeout:
+                raise TransferInterrupted(f"the server sent nothing for {idle_timeout:g} s after {total} bytes") \
+                    from None
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
+                raise TransferInterrupted(f"the server reset the connection after {total} bytes") from exc
+            raise
+        if got == 0:
+            return total
+        last_data = time.monotonic()
+        if hasher is not None:
+            hasher.update(view[:got])
+        write_all(fd, view[:got])
+        total += got
+        if on_chunk is not None:
+            on_chunk(got)
+        if limiter is not None:
+            limiter.pace(got, cancel)

@@ -1,0 +1,89 @@
+"""Command-line face of the getfile service (glue: it may read the clock and the environment).
+
+Exposure rule: serving files beyond loopback with neither a token nor TLS hands every file under
+the root to anyone who can reach the port, so it needs an explicit ``--insecure`` (and still
+prints a warning). The check uses the address as given: a name other than ``localhost`` counts
+as exposed, since it may resolve to anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+import time
+
+from sockkit.catalog import ServiceSpec
+from sockkit.lifecycle import Log, printable
+from sockkit.protocols.getfile import DEFAULT_PORT
+from sockkit.services.getfile.digest import DigestCache
+from sockkit.services.getfile.root import ServedRoot
+from sockkit.services.getfile.service import DEFAULT_MAX_TRANSFERS, GetfileService
+from sockkit.services.getfile.slots import LocalSlots, make_slots
+
+TOKEN_ENV = "SOCKKIT_TOKEN"
+#: Chosen by measurement (docs/getfile-server.md): zero-copy sendfile, one thread, no per-client
+#: stack; uvloop's transports have no sendfile in this project's models yet.
+DEFAULT_MODEL = "select"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default=".", metavar="DIR",
+                        help="directory whose regular files are served (default: the current directory)")
+    parser.add_argument("--allow-upload", action="store_true",
+                        help="accept PUT1 uploads into the root (never overwriting unless the client asks)")
+    parser.add_argument("--token", default=None, metavar="TOKEN",
+                        help=f"require clients to present this shared token first (default: ${TOKEN_ENV} if set)")
+    parser.add_argument("--max-transfers", type=int, default=DEFAULT_MAX_TRANSFERS, metavar="N",
+                        help="file transfers at once across the whole server; more are answered 'busy' "
+                             f"(default {DEFAULT_MAX_TRANSFERS}; 0: no limit)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow serving beyond loopback without a token or TLS (prints a warning)")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # '' (every address) or a name: may be reachable from anywhere
+
+
+def check_exposure(args: argparse.Namespace, token: str | None) -> None:
+    """Refuse (ValueError: a one-line message) or warn when files would be open to the network."""
+    host = getattr(args, "host", "127.0.0.1")
+    if is_loopback(host) or token or getattr(args, "tls_cert", None):
+        return
+    shown = host or "every address"
+    if not args.insecure:
+        raise ValueError(f"refusing to serve files on {shown} without --token or TLS (--tls-cert/--tls-key); "
+                         "add --insecure to serve them to anyone who can connect")
+    print(f"sockkit: WARNING: serving {os.path.abspath(args.root)} on {shown} with no token and no TLS: "
+          "anyone who can connect can read these files", file=sys.stderr, flush=True)
+
+
+def build(args: argparse.Namespace) -> GetfileService:
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    if args.max_transfers < 0:
+        raise ValueError("--max-transfers must be zero (no limit) or more")
+    check_exposure(args, token)
+    root = ServedRoot(args.root)
+    log = Log(quiet=args.quiet)
+    slots = make_slots(args.max_transfers)
+    if isinstance(slots, LocalSlots):
+        log.line("getfile: OFD locks unavailable: --max-transfers applies per process")
+
+    def log_refusal(text: str) -> None:
+        log.line(f"{printable(text)} at {time.ctime()}")
+
+    print(f"getfile: serving {printable(os.path.abspath(args.root))} (uploads {'on' if args.allow_upload else 'off'}"
+          f", token {'required' if token else 'off'}, at most {args.max_transfers or 'unlimited'} transfers)",
+          flush=True)
+    return GetfileService(root, allow_upload=args.allow_upload, token=token, slots=slots,
+                          digests=DigestCache(clock=time.time), log=log_refusal)
+
+
+SPEC = ServiceSpec(name="getfile", help="serve files under a root directory (getfile protocol v1 and the chapter's)",
+                   default_port=DEFAULT_PORT, add_arguments=add_arguments, build=build, default_model=DEFAULT_MODEL)
