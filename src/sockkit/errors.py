@@ -35,8 +35,12 @@ class RemoteError(SockkitError):
         self.remote_message = printable(message)
         self.path = path
         where = f"{printable(path)}: " if path is not None else ""
-        super().__init__(f"{where}{_REMOTE_HINTS.get(code, code)}"
-                         + (f" (server says: {self.remote_message})" if self.remote_message else ""))
+        hint = _REMOTE_HINTS.get(code, code)
+        said = self.remote_message
+        # The server's own words add to the hint unless they only repeat it.
+        extra = f" (server says: {said})" if said and said.lower() not in hint.lower() and \
+            hint.lower() not in said.lower() else ""
+        super().__init__(f"{where}{hint}{extra}")
 
 
 _REMOTE_HINTS = {

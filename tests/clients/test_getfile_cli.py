@@ -48,7 +48,7 @@ def test_get_prints_one_summary_line(tmp_path, server):
 def test_get_failures_are_one_line_and_exit_1(tmp_path, server):
     done = sockkit("get", "missing.txt", "--port", str(server.port), cwd=tmp_path)
     assert done.returncode == 1
-    assert done.stderr == "sockkit get: missing.txt: no such file on the server (server says: no such file)\n"
+    assert done.stderr == "sockkit get: missing.txt: no such file on the server\n"
     (tmp_path / "notes.txt").write_text("mine")
     done = sockkit("get", "notes.txt", "--port", str(server.port), cwd=tmp_path)
     assert done.returncode == 1 and "--force" in done.stderr

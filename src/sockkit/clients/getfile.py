@@ -287,7 +287,7 @@ def download(remote_path: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_
     try:
         kind = localfs.existing_kind(dirfd, target.name)
         if kind == "dir":
-            raise DestinationError(f"{target.path}: is a directory")
+            raise DestinationError(f"{target.path}: a local directory has that name (give -o FILE)")
         if kind == "other" and not force:
             raise DestinationExists(f"{target.path}: exists and is not a regular file (use --force to replace it)")
         plan = Plan(localfs.newest_part(localfs.scan_parts(dirfd), target.name))

@@ -54,6 +54,11 @@ from sockkit.protocols import getfile as wire
 #: socket buffer, so sendall never waits on a server that is itself waiting for us to read).
 WINDOW = 128
 WINDOW_BYTES = 32 * 1024
+#: Of those, requests for files big enough to be sent zero-copy (the server pins a descriptor for
+#: each and answers ``busy`` past 32 per connection); the listed size decides, with a margin for
+#: files that grow between the listing and the request.
+WINDOW_LARGE = 16
+LARGE = 32 * 1024
 #: Directory descriptors kept open at once (a deep or wide tree must not exhaust the fd limit).
 DIR_CACHE = 64
 
@@ -196,10 +201,12 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
     queue = iter(files)
     in_flight: collections.deque[Pending] = collections.deque()
     in_flight_bytes = 0
+    in_flight_large = 0
     exhausted = False
     for _ in range(2 * len(files) + 2):  # bounded: each turn sends a batch or handles one answer
         batch = bytearray()
-        while not exhausted and len(in_flight) < WINDOW and in_flight_bytes + len(batch) < WINDOW_BYTES:
+        while (not exhausted and len(in_flight) < WINDOW and in_flight_bytes + len(batch) < WINDOW_BYTES
+               and in_flight_large < WINDOW_LARGE):
             item = next(queue, None)
             if item is None:
                 exhausted = True
@@ -213,6 +220,7 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
             pending.request_bytes = len(request)
             batch += request
             in_flight.append(pending)
+            in_flight_large += entry.size > LARGE
         if batch:
             session.send(bytes(batch))
             in_flight_bytes += len(batch)
@@ -222,6 +230,7 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
             continue
         pending = in_flight.popleft()
         in_flight_bytes -= pending.request_bytes
+        in_flight_large -= pending.entry.size > LARGE
         handle_answer(session, remote_dir, pending, dirs, result, reporter, buffer, force=force, cancel=cancel,
                       limiter=limiter, timeout=timeout)
     raise ProtocolViolation("internal: tree download did not finish")  # unreachable by the bound above
