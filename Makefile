@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint reliability reliability-long clean
+.PHONY: install demo test lint reliability reliability-long bench-getfile clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ reliability: install
 
 reliability-long: install
 	$(PY) -m reliability --long
+
+# getfile vs nginx, http.server and the rsync daemon (Debian: apt-get install nginx-light rsync curl);
+# ~5 min; the table on stdout, bench/results/getfile.{json,png}. BENCH_ARGS=--quick for a smoke run.
+bench-getfile: install
+	$(PY) benchmarks/getfile.py $(BENCH_ARGS)
 
 lint: install
 	$(PY) -m ruff check src tests reliability

@@ -316,7 +316,7 @@ def start_http_server(procs: Processes, tmp: Path, root: Path) -> Server:
 def start_rsyncd(procs: Processes, tmp: Path, root: Path) -> Server:
     port = free_port()
     conf = tmp / "rsyncd.conf"
-        conf.write_text(f"""pid file = {tmp}/rsyncd.pid
+    conf.write_text(f"""pid file = {tmp}/rsyncd.pid
 log file = {tmp}/rsyncd.log
 use chroot = no
 [data]
