@@ -178,8 +178,13 @@ def read_header(session: Session, remote_path: str) -> wire.FileHeader:
     return header
 
 
-def receive_file(job: Fetch, header: wire.FileHeader, *, last: bool) -> DownloadResult:
-    """Body of one GET1 answer into its part file; verify; rename. The header is already read."""
+def receive_file(job: Fetch, header: wire.FileHeader, *, last: bool,
+                 defer: Callable[[str], None] | None = None) -> DownloadResult:
+    """Body of one GET1 answer into its part file; verify; rename. The header is already read.
+
+    ``defer(part)``: instead of fsync + rename now, hand the verified, time-stamped part to the
+    caller, who makes many durable at once and then renames them (download_tree's batches).
+    """
     start = time.monotonic()
     hex_digest = localfs.digest_hex(header.digest)
     assert hex_digest is not None  # read_header checked it
@@ -225,7 +230,14 @@ def receive_file(job: Fetch, header: wire.FileHeader, *, last: bool) -> Download
         if not job.force and localfs.existing_kind(job.dirfd, job.name) is not None:
             raise DestinationExists(f"{job.display}: appeared while downloading; not replaced (use --force); "
                                     f"the verified copy is kept as {part}")
-        localfs.commit(job.dirfd, part, job.name, force=job.force, fd=fd, mtime_ns=header.mtime_ns)
+        if defer is None:
+            localfs.commit(job.dirfd, part, job.name, force=job.force, fd=fd, mtime_ns=header.mtime_ns)
+        else:
+            try:
+                os.utime(fd, ns=(header.mtime_ns, header.mtime_ns))
+            except OSError as exc:
+                raise DestinationError(describe_os_error(exc)) from exc
+            defer(part)
     except SockkitError as exc:
         exc.body_stage = stage
         raise

@@ -5,7 +5,12 @@ Rules this module keeps:
   or ``..`` component, no duplicate. One bad path and nothing is fetched (the server is hostile).
 * Local directories are created and entered one component at a time with ``O_NOFOLLOW`` relative
   to the destination's descriptor, so a symlink in the local tree never leads a write outside it.
-* Each file gets every rule of a single download (part file, digest, fsync, no-replace rename).
+* Each file gets every rule of a single download (part file, digest, durable before its final
+  name appears, no-replace rename). Durability is bought per batch, not per file: verified parts
+  wait in a ``DurableBatch`` (at most ``BATCH_FILES`` files / ``BATCH_BYTES``), one syncfs makes
+  them all durable, then they are renamed and each directory fsync'ed once. Two fsyncs per file
+  made 1,000 files of 4 KiB take ~2-4 s here; a crash meanwhile leaves only ``.part`` files, which
+  the next run resumes or replaces.
 * Pipelining: up to ``WINDOW`` GET1 requests are sent ahead of the answers (at most
   ``WINDOW_BYTES`` of request text, so our sends can never block while the server waits on us).
 """
@@ -46,6 +51,7 @@ from sockkit.errors import (
     ProtocolViolation,
     RemoteError,
     SockkitError,
+    describe_os_error,
     printable,
 )
 from sockkit.protocols import getfile as wire
@@ -61,6 +67,11 @@ WINDOW_LARGE = 16
 LARGE = 32 * 1024
 #: Directory descriptors kept open at once (a deep or wide tree must not exhaust the fd limit).
 DIR_CACHE = 64
+#: Verified parts waiting for one syncfs and their renames: bounds the work a crash can lose
+#: (only .part files, resumable) and the directory descriptors the batch holds.
+BATCH_FILES = 1024
+BATCH_BYTES = 256 << 20
+BATCH_DIRS = 32
 
 
 @dataclass
@@ -117,6 +128,65 @@ class DirectoryCache:
         for fd in self.open.values():
             os.close(fd)
         self.open.clear()
+
+
+@dataclass
+class Waiting:
+    directory: tuple[str, ...]
+    part: str
+    name: str
+    done: DownloadResult
+
+
+class DurableBatch:
+    """Verified parts made durable together (one syncfs), then renamed and their directories fsync'ed."""
+
+    def __init__(self, result: TreeResult, force: bool) -> None:
+        self.result = result
+        self.force = force
+        self.waiting: list[Waiting] = []
+        self.dirfds: dict[tuple[str, ...], int] = {}  # dups: the DirectoryCache may close its own
+        self.bytes = 0
+
+    def add(self, directory: tuple[str, ...], dirfd: int, part: str, name: str, done: DownloadResult) -> None:
+        if directory not in self.dirfds:
+            self.dirfds[directory] = os.dup(dirfd)
+        self.waiting.append(Waiting(directory, part, name, done))
+        self.bytes += done.size
+        if len(self.waiting) >= BATCH_FILES or self.bytes >= BATCH_BYTES or len(self.dirfds) >= BATCH_DIRS:
+            self.flush()
+
+    def flush(self) -> None:
+        waiting, self.waiting, self.bytes = self.waiting, [], 0
+        dirfds, self.dirfds = self.dirfds, {}
+        try:
+            if not waiting:
+                return
+            try:
+                localfs.sync_filesystem(next(iter(dirfds.values())))
+            except OSError as exc:
+                reason = str(DestinationError(describe_os_error(exc)))
+                self.result.failed.extend((item.done.path.as_posix(), reason) for item in waiting)
+                return
+            for item in waiting:
+                try:
+                    try:
+                        localfs.rename_into_place(dirfds[item.directory], item.part, item.name, force=self.force)
+                    except OSError as exc:
+                        raise DestinationError(describe_os_error(exc)) from exc
+                except (DestinationError, DestinationExists) as exc:
+                    self.result.failed.append((item.done.path.as_posix(), str(exc)))
+                    continue
+                self.result.files.append(item.done)
+                self.result.bytes += item.done.size
+            for directory, fd in dirfds.items():
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    self.result.failed.append(("/".join(directory) or ".", describe_os_error(exc)))
+        finally:
+            for fd in dirfds.values():
+                os.close(fd)
 
 
 @dataclass
@@ -178,8 +248,12 @@ def download_tree(remote_dir: str, *, host: str = DEFAULT_HOST, port: int = DEFA
             files = [(entry, components) for entry, components in checked if entry.kind == "f"]
             total = sum(entry.size for entry, _ in files)
             reporter = Reporter(progress, total, 0, start)
-            fetch_all(session, remote_dir, files, dirs, result, reporter, force=force, cancel=cancel,
-                      limiter=limiter, timeout=timeout)
+            durable = DurableBatch(result, force)
+            try:
+                fetch_all(session, remote_dir, files, dirs, result, reporter, force=force, cancel=cancel,
+                          limiter=limiter, timeout=timeout, durable=durable)
+            finally:
+                durable.flush()  # verified files keep their place even when a later one fails
             session.expect_end()
             reporter.finish()
     finally:
@@ -196,7 +270,7 @@ def remote_join(remote_dir: str, relative: str) -> str:
 
 def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, list[str]]], dirs: DirectoryCache,
               result: TreeResult, reporter: Reporter, *, force: bool, cancel: threading.Event | None,
-              limiter: RateLimiter | None, timeout: float) -> None:
+              limiter: RateLimiter | None, timeout: float, durable: DurableBatch | None = None) -> None:
     buffer = Buffer()
     queue = iter(files)
     in_flight: collections.deque[Pending] = collections.deque()
@@ -205,8 +279,11 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
     exhausted = False
     for _ in range(2 * len(files) + 2):  # bounded: each turn sends a batch or handles one answer
         batch = bytearray()
-        while (not exhausted and len(in_flight) < WINDOW and in_flight_bytes + len(batch) < WINDOW_BYTES
-               and in_flight_large < WINDOW_LARGE):
+        # Refill only once half the window is answered: one send of ~64 requests instead of a
+        # send (and a server wake-up) per answer, which cost ~0.2 ms each for 4 KiB files.
+        refill = len(in_flight) <= WINDOW // 2
+        while (refill and not exhausted and len(in_flight) < WINDOW
+               and in_flight_bytes + len(batch) < WINDOW_BYTES and in_flight_large < WINDOW_LARGE):
             item = next(queue, None)
             if item is None:
                 exhausted = True
@@ -232,7 +309,7 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
         in_flight_bytes -= pending.request_bytes
         in_flight_large -= pending.entry.size > LARGE
         handle_answer(session, remote_dir, pending, dirs, result, reporter, buffer, force=force, cancel=cancel,
-                      limiter=limiter, timeout=timeout)
+                      limiter=limiter, timeout=timeout, durable=durable)
     raise ProtocolViolation("internal: tree download did not finish")  # unreachable by the bound above
 
 
@@ -265,7 +342,7 @@ def prepare(entry: wire.Entry, components: list[str], dirs: DirectoryCache, resu
 
 def handle_answer(session: Session, remote_dir: str, pending: Pending, dirs: DirectoryCache, result: TreeResult,
                   reporter: Reporter, buffer: Buffer, *, force: bool, cancel: threading.Event | None,
-                  limiter: RateLimiter | None, timeout: float) -> None:
+                  limiter: RateLimiter | None, timeout: float, durable: DurableBatch | None = None) -> None:
     entry = pending.entry
     remote = remote_join(remote_dir, entry.path)
     try:
@@ -284,8 +361,9 @@ def handle_answer(session: Session, remote_dir: str, pending: Pending, dirs: Dir
     where = tuple(pending.components[:-1])
     job = Fetch(session, remote, dirs.get(where), pending.components[-1], Path(entry.path), pending.plan, force,
                 buffer, reporter, cancel, limiter, timeout)
+    deferred: list[str] = []
     try:
-        done = receive_file(job, header, last=False)
+        done = receive_file(job, header, last=False, defer=None if durable is None else deferred.append)
     except NotEnoughSpace:
         raise
     except (DestinationError, DestinationExists, IntegrityError) as exc:
@@ -298,6 +376,9 @@ def handle_answer(session: Session, remote_dir: str, pending: Pending, dirs: Dir
         result.failed.append((entry.path, str(exc)))
         return
     dirs.parts.get(where, {}).pop(localfs.part_stem(job.name), None)
+    if deferred:
+        durable.add(where, job.dirfd, deferred[0], job.name, done)
+        return
     result.files.append(done)
     result.bytes += done.size
 
