@@ -354,8 +354,22 @@ def test_exposure_refused_without_token_or_tls(served, host):
     done = subprocess.run(sockkit_command("serve", "getfile", "--host", host, "--port", "0", "--root", str(served)),
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
-    assert "refusing to serve files" in done.stderr and "--insecure" in done.stderr
+    assert "refusing to serve getfile" in done.stderr and "--insecure" in done.stderr
     assert "listening" not in done.stdout
+
+
+def test_token_from_environment_counts_for_the_exposure_rule(served, monkeypatch):
+    """build() puts $SOCKKIT_TOKEN where serve's exposure rule looks (args.token); no bind needed."""
+    import argparse
+
+    from sockkit.services.getfile.spec import build
+
+    monkeypatch.setenv("SOCKKIT_TOKEN", "from-env")
+    args = argparse.Namespace(root=str(served), allow_upload=False, token=None, max_transfers=4, quiet=True,
+                              host="0.0.0.0")
+    service = build(args)
+    assert args.token == "from-env" and service.token == "from-env"
+    service.root.close()
 
 
 def test_missing_root_is_a_clear_error(tmp_path):

@@ -1,17 +1,14 @@
 """Command-line face of the getfile service (glue: it may read the clock and the environment).
 
-Exposure rule: serving files beyond loopback with neither a token nor TLS hands every file under
-the root to anyone who can reach the port, so it needs an explicit ``--insecure`` (and still
-prints a warning). The check uses the address as given: a name other than ``localhost`` counts
-as exposed, since it may resolve to anything.
+Exposure: ``sockkit serve`` itself refuses a non-loopback bind with neither TLS nor a token unless
+``--insecure`` is given; it looks at ``args.token``, which ``build`` fills from ``$SOCKKIT_TOKEN``
+when ``--token`` is absent, so a token from the environment counts too.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
-import sys
 import time
 
 from sockkit.catalog import ServiceSpec
@@ -40,37 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-transfers", type=int, default=DEFAULT_MAX_TRANSFERS, metavar="N",
                         help="file transfers at once across the whole server; more are answered 'busy' "
                              f"(default {DEFAULT_MAX_TRANSFERS}; 0: no limit)")
-    parser.add_argument("--insecure", action="store_true",
-                        help="allow serving beyond loopback without a token or TLS (prints a warning)")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # '' (every address) or a name: may be reachable from anywhere
-
-
-def check_exposure(args: argparse.Namespace, token: str | None) -> None:
-    """Refuse (ValueError: a one-line message) or warn when files would be open to the network."""
-    host = getattr(args, "host", "127.0.0.1")
-    if is_loopback(host) or token or getattr(args, "tls_cert", None):
-        return
-    shown = host or "every address"
-    if not args.insecure:
-        raise ValueError(f"refusing to serve files on {shown} without --token or TLS (--tls-cert/--tls-key); "
-                         "add --insecure to serve them to anyone who can connect")
-    print(f"sockkit: WARNING: serving {os.path.abspath(args.root)} on {shown} with no token and no TLS: "
-          "anyone who can connect can read these files", file=sys.stderr, flush=True)
 
 
 def build(args: argparse.Namespace) -> GetfileService:
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     if args.max_transfers < 0:
         raise ValueError("--max-transfers must be zero (no limit) or more")
-    check_exposure(args, token)
+    args.token = token  # serve's exposure rule reads args.token
     root = ServedRoot(args.root)
     log = Log(quiet=args.quiet)
     slots = make_slots(args.max_transfers)
