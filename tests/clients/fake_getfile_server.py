@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class FakeServer:
     requests: list[bytes] = field(default_factory=list)
     legacy: bool = False   # speak the chapter's protocol: path line -> raw bytes -> close
     on_request: Callable[[bytes], None] | None = None
+    tls: ssl.SSLContext | None = None  # wrap every accepted connection (server side)
 
     def __post_init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -83,6 +85,13 @@ class FakeServer:
                 conn, _ = self.listener.accept()
             except (TimeoutError, OSError):
                 continue
+            if self.tls is not None:
+                try:
+                    conn.settimeout(5)
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError):
+                    conn.close()
+                    continue
             conn.settimeout(0.1)
             self.connections.append(conn)
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)

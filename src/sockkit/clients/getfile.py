@@ -40,6 +40,9 @@ from sockkit.protocols import getfile as wire
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = wire.DEFAULT_PORT
+#: In a tree, files smaller than this skip the per-file free-space check (the whole tree's size
+#: was checked up front; a statvfs per 4 KiB file costs more than the file).
+SPACE_CHECK_MIN = 1 << 20
 #: Progress callbacks per second at most (plus one at the end): enough for a bar, cheap for a GUI queue.
 PROGRESS_HZ = 10
 
@@ -165,10 +168,12 @@ class Fetch:
     cancel: threading.Event | None
     limiter: RateLimiter | None
     timeout: float
+    #: None: fsync and rename now. A list: verified part names are appended; the caller renames later.
+    deferred: list[str] | None = None
 
 
 def read_header(session: Session, remote_path: str) -> wire.FileHeader:
-    fields = session.answer(f"fetching {printable(remote_path)}", path=remote_path)
+    fields = session.answer(f"fetching {remote_path}", path=remote_path)
     try:
         header = wire.parse_header(fields)
     except wire.ProtocolError as exc:
@@ -178,13 +183,8 @@ def read_header(session: Session, remote_path: str) -> wire.FileHeader:
     return header
 
 
-def receive_file(job: Fetch, header: wire.FileHeader, *, last: bool,
-                 defer: Callable[[str], None] | None = None) -> DownloadResult:
-    """Body of one GET1 answer into its part file; verify; rename. The header is already read.
-
-    ``defer(part)``: instead of fsync + rename now, hand the verified, time-stamped part to the
-    caller, who makes many durable at once and then renames them (download_tree's batches).
-    """
+def receive_file(job: Fetch, header: wire.FileHeader, *, last: bool) -> DownloadResult:
+    """Body of one GET1 answer into its part file; verify; rename. The header is already read."""
     start = time.monotonic()
     hex_digest = localfs.digest_hex(header.digest)
     assert hex_digest is not None  # read_header checked it
@@ -211,7 +211,8 @@ def receive_file(job: Fetch, header: wire.FileHeader, *, last: bool,
             os.lseek(fd, header.offset, os.SEEK_SET)
             localfs.check_space(job.dirfd, header.remaining, where)
         else:
-            localfs.check_space(job.dirfd, header.size, where)
+            if job.deferred is None or header.size >= SPACE_CHECK_MIN:
+                localfs.check_space(job.dirfd, header.size, where)
             part = localfs.part_name(job.name, hex_digest)
             fd = localfs.open_part(job.dirfd, part, resume=False)
             if plan.part is not None and plan.part.name != part:
@@ -227,17 +228,15 @@ def receive_file(job: Fetch, header: wire.FileHeader, *, last: bool,
             localfs.remove_quietly(job.dirfd, part)  # corrupt: resuming it could never succeed
             raise IntegrityError(f"{job.display}: the data received does not match the server's digest "
                                  "(corrupted in transit or the file changed); nothing was saved, run again")
-        if not job.force and localfs.existing_kind(job.dirfd, job.name) is not None:
+        if job.deferred is None and not job.force and localfs.existing_kind(job.dirfd, job.name) is not None:
             raise DestinationExists(f"{job.display}: appeared while downloading; not replaced (use --force); "
                                     f"the verified copy is kept as {part}")
-        if defer is None:
-            localfs.commit(job.dirfd, part, job.name, force=job.force, fd=fd, mtime_ns=header.mtime_ns)
+        if job.deferred is not None:
+            # download_tree makes a whole batch durable at once, then renames (see CommitBatch).
+            os.utime(fd, ns=(header.mtime_ns, header.mtime_ns))
+            job.deferred.append(part)
         else:
-            try:
-                os.utime(fd, ns=(header.mtime_ns, header.mtime_ns))
-            except OSError as exc:
-                raise DestinationError(describe_os_error(exc)) from exc
-            defer(part)
+            localfs.commit(job.dirfd, part, job.name, force=job.force, fd=fd, mtime_ns=header.mtime_ns)
     except SockkitError as exc:
         exc.body_stage = stage
         raise
@@ -383,7 +382,7 @@ MAX_ENTRIES = 1_000_000
 
 
 def read_listing(session: Session, remote_dir: str) -> list[wire.Entry]:
-    fields = session.answer(f"listing {printable(remote_dir)}", path=remote_dir)
+    fields = session.answer(f"listing {remote_dir}", path=remote_dir)
     if len(fields) != 1 or not fields[0].isdigit():
         raise ProtocolViolation("a listing must start with OK1 COUNT")
     count = int(fields[0])

@@ -80,16 +80,21 @@ class Session:
 
     # -- receiving -----------------------------------------------------------------------------
     def _fill(self, what: str) -> None:
+        """More bytes into ``pending``. ``what`` (raw: it may hold a server-supplied path) is escaped
+        only when it goes into a message, so the common path pays nothing for it."""
         self.sock.settimeout(self.timeout)
         try:
             chunk = self.sock.recv(1 << 16)
         except TimeoutError:
-            raise TransferInterrupted(f"no answer from the server within {self.timeout:g} s ({what})") from None
+            raise TransferInterrupted(
+                f"no answer from the server within {self.timeout:g} s ({printable(what)})") from None
         except OSError as exc:
-            raise TransferInterrupted(f"the server reset the connection ({what})") from exc
+            raise TransferInterrupted(f"the server reset the connection ({printable(what)})") from exc
         if not chunk:
-            closed = TransferInterrupted if self.received_any else NoAnswer
-            raise closed(f"the server closed the connection ({what})")
+            if self.received_any:
+                raise TransferInterrupted(f"the server closed the connection ({printable(what)})")
+            hint = "" if self.tls else "; if it serves TLS use --tls, if it is the chapter's server use --legacy"
+            raise NoAnswer(f"the server closed the connection without answering ({printable(what)}){hint}")
         self.received_any = True
         self.pending += chunk
 
@@ -102,7 +107,7 @@ class Session:
                 del self.pending[: end + 1]
                 return line.removesuffix(b"\r")
             if len(self.pending) >= wire.MAX_LINE:
-                raise ProtocolViolation(f"the server sent a line longer than {wire.MAX_LINE} bytes ({what})")
+                raise ProtocolViolation(f"the server sent a line longer than {wire.MAX_LINE} bytes ({printable(what)})")
             self._fill(what)
         raise ProtocolViolation("the server's answer never ended")
 

@@ -132,7 +132,18 @@ def existing_kind(dirfd: int, name: str) -> str | None:
 
 def open_part(dirfd: int, name: str, *, resume: bool) -> int:
     """Open (resume) or create-and-empty (fresh) a part file, locked against a second downloader."""
-    flags = os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_RDWR if resume else os.O_RDWR | os.O_CREAT)
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    if not resume:
+        # The usual case: a brand-new file is plain, empty and ours, so no fstat or truncate.
+        try:
+            fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dirfd)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise DestinationError(describe_os_error(exc)) from exc
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a later run resuming it must wait its turn
+            return fd
     try:
         fd = os.open(name, flags, 0o666, dir_fd=dirfd)
     except OSError as exc:
@@ -212,30 +223,36 @@ def rename_noreplace(dirfd: int, source: str, target: str) -> None:
     os.unlink(source, dir_fd=dirfd)
 
 
+def rename_into_place(dirfd: int, part: str, name: str, *, force: bool) -> None:
+    """Give the (already durable) part its final name: replace only with ``force``, never a directory."""
+    try:
+        if force:
+            if existing_kind(dirfd, name) == "dir":
+                raise DestinationError(f"{name}: is a directory; not replaced")
+            os.rename(part, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+        else:
+            try:
+                rename_noreplace(dirfd, part, name)
+            except FileExistsError:
+                raise DestinationExists(f"{name}: already exists (use --force to replace it; the verified "
+                                        f"copy is kept as {part})") from None
+    except OSError as exc:
+        raise DestinationError(describe_os_error(exc)) from exc
+
+
 def commit(dirfd: int, part: str, name: str, *, force: bool, fd: int, mtime_ns: int | None) -> None:
     """fsync the part, give it its final name (replacing only with ``force``), fsync the directory."""
     try:
         if mtime_ns is not None:
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         os.fsync(fd)
-        rename_into_place(dirfd, part, name, force=force)
+    except OSError as exc:
+        raise DestinationError(describe_os_error(exc)) from exc
+    rename_into_place(dirfd, part, name, force=force)
+    try:
         os.fsync(dirfd)
     except OSError as exc:
         raise DestinationError(describe_os_error(exc)) from exc
-
-
-def rename_into_place(dirfd: int, part: str, name: str, *, force: bool) -> None:
-    """The rename half of ``commit``: the caller has made the part durable already."""
-    if force:
-        if existing_kind(dirfd, name) == "dir":
-            raise DestinationError(f"{name}: is a directory; not replaced")
-        os.rename(part, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
-    else:
-        try:
-            rename_noreplace(dirfd, part, name)
-        except FileExistsError:
-            raise DestinationExists(f"{name}: already exists (use --force to replace it; the verified "
-                                    f"copy is kept as {part})") from None
 
 
 def _syncfs():
@@ -249,11 +266,12 @@ _syncfs_call = _syncfs()
 
 
 def sync_filesystem(fd: int) -> None:
-    """Make every file written so far on ``fd``'s filesystem durable: one syncfs(2) (one journal
-    commit) instead of an fsync per file; ``os.sync()`` where syncfs is missing."""
-    if _syncfs_call is None:
-        os.sync()
+    """Make every file written so far on ``fd``'s filesystem durable: one call for a whole batch of
+    downloaded files instead of one fsync each (each fsync waits for its own journal commit)."""
+    if _syncfs_call is not None and _syncfs_call(fd) == 0:
         return
-    if _syncfs_call(fd) != 0:
+    if _syncfs_call is not None:
         code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
+        if code not in (errno.ENOSYS, errno.EINVAL):
+            raise DestinationError(describe_os_error(OSError(code, os.strerror(code))))
+    os.sync()
