@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -330,10 +331,12 @@ use chroot = no
 
 
 LISTENING = re.compile(rb"listening on [^\s:]+:(\d+)")
+_STARTS = itertools.count()
 
 
 def start_sockkit(procs: Processes, tmp: Path, root: Path, model: str, cert: Path | None = None) -> Server:
-    log = tmp / f"sockkit-{model}{'-tls' if cert else ''}.log"
+    # A fresh log per start: the port is read from it, and an old line must not be taken for a new one.
+    log = tmp / f"sockkit-{model}{'-tls' if cert else ''}-{next(_STARTS)}.log"
     argv = [PYTHON, "-m", "sockkit", "serve", "getfile", "--root", str(root), "--port", "0", "--model", model,
             "--quiet", "--max-connections", "1024"]
     if cert:
