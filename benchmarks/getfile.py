@@ -13,8 +13,10 @@ sockkit's single-process select model; ``--nginx-workers auto`` for two) + curl,
 http.server`` + curl, the rsync daemon (``use chroot = no``) + the rsync client. A missing peer
 is reported and its rows skipped; nothing is installed.
 
-Each row: one warm-up run (not counted: fills the page cache and sockkit's digest cache, which a
-long-running server keeps), then ``--runs`` timed runs; the table shows medians. Server CPU is
+All servers of a case run at once; a warm-up round (not counted: fills the page cache and
+sockkit's digest cache, which a long-running server keeps, and sockkit's bytecode cache) is
+followed by ``--runs`` rounds, each running every row once in turn, so the machine's noise falls
+on every peer alike; the table shows medians. Server CPU is
 utime+stime (children included) over the server's process tree from /proc; client CPU is the
 rusage of the reaped client processes; server peak RSS is VmHWM summed over the server's
 process tree (reset through /proc/PID/clear_refs before each run, sampled every 20 ms so
@@ -356,9 +358,19 @@ def start_sockkit(procs: Processes, tmp: Path, root: Path, model: str, cert: Pat
     raise RuntimeError(f"sockkit ({model}) did not start: {last[-200:]}")
 
 
+#: Where sockkit's processes keep their bytecode (set by main: inside the temporary directory).
+PYCACHE: Path | None = None
+
+
 def sockkit_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH", "")]))
+    # An installed package has its .pyc files; with PYTHONDONTWRITEBYTECODE set (as in some CI
+    # shells) every run would compile sockkit from source, ~0.1 s that no user pays. The warm-up
+    # run writes them under the temporary directory, never into the checkout.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if PYCACHE is not None:
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     return env
 
 
@@ -441,23 +453,45 @@ def run_clients(commands: list[list[str]], env: dict[str, str] | None, timeout: 
     return wall, cpu, error
 
 
-def measure(row: Row, server: Server, make_commands: Callable[[], list[list[str]]], runs: int,
-            env: dict[str, str] | None = None, after: Callable[[], None] | None = None) -> None:
-    """One warm-up run, then ``runs`` timed ones, each against the same live server."""
+@dataclass
+class Job:
+    """One row's work: the commands of a run (made fresh per run) against one live server."""
+
+    row: Row
+    server: Server
+    make_commands: Callable[[], list[list[str]]]
+    env: dict[str, str] | None = None
+    after: Callable[[], None] | None = None
+    failed: bool = False
+
+
+def run_once(job: Job, warm_up: bool) -> None:
+    commands = job.make_commands()
+    pid = job.server.proc.pid
+    cpu_before = tree_cpu(pid)
+    with PeakSampler(pid) as peak:
+        wall, client_cpu, error = run_clients(commands, job.env)
+    server_cpu = tree_cpu(pid) - cpu_before
+    if job.after is not None:
+        job.after()
+    if error:
+        job.failed = True
+        print(f"    {job.row.peer}: {error.strip()}", file=sys.stderr)
+    elif warm_up:
+        return
+    job.row.runs.append(Run(wall, server_cpu, client_cpu, peak.total, ok=not error, error=error))
+
+
+def run_rounds(jobs: list[Job], runs: int) -> None:
+    """A warm-up round, then ``runs`` rounds; each round runs every row once, in turn.
+
+    Interleaving (rather than all runs of one peer, then the next) spreads the machine's noise
+    over every peer alike, so ratios from the same run stay meaningful on a busy machine.
+    """
     for index in range(runs + 1):
-        commands = make_commands()
-        cpu_before = tree_cpu(server.proc.pid)
-        with PeakSampler(server.proc.pid) as peak:
-            wall, client_cpu, error = run_clients(commands, env)
-        server_cpu = tree_cpu(server.proc.pid) - cpu_before
-        if after is not None:
-            after()
-        if index == 0 and not error:
-            continue  # warm-up
-        row.runs.append(Run(wall, server_cpu, client_cpu, peak.total, ok=not error, error=error))
-        if error:
-            print(f"    {row.peer}: {error.strip()}", file=sys.stderr)
-            break
+        for job in jobs:
+            if not job.failed:
+                run_once(job, warm_up=index == 0)
 
 
 # --- the cases -----------------------------------------------------------------------------
@@ -511,6 +545,8 @@ class Bench:
     missing: dict[str, str]
     cert: Path | None = None
     rows: list[Row] = field(default_factory=list)
+    live: list[Server] = field(default_factory=list)  # this case's servers
+    jobs: list[Job] = field(default_factory=list)  # this case's rows, run in rounds
 
     def http_peers(self) -> Iterator[tuple[str, Callable[[], Server]]]:
         if "nginx" not in self.missing:
@@ -526,20 +562,22 @@ class Bench:
 
     def each(self, case: str, servers: Iterator[tuple[str, Callable[[], Server]]],
              body: Callable[[Row, Server], None], unit: str, amount: float) -> None:
+        """Start each server and register its row's job; the case's rounds run them later."""
         for peer, start in servers:
             row = Row(case, peer, unit, amount)
             self.rows.append(row)
             print(f"  {case}: {peer}", file=sys.stderr, flush=True)
-            server = None
             try:
                 server = start()
+                self.live.append(server)
                 body(row, server)
             except Exception as exc:  # one peer failing must not stop the others
                 row.skipped = f"failed: {exc}"
                 print(f"    {peer}: {row.skipped}", file=sys.stderr)
-            finally:
-                if server is not None:
-                    self.procs.stop(server.proc)
+
+    def measure(self, row: Row, server: Server, make_commands: Callable[[], list[list[str]]], runs: int,
+                env: dict[str, str] | None = None, after: Callable[[], None] | None = None) -> None:
+        self.jobs.append(Job(row, server, make_commands, env, after))
 
     # -- 1 GiB to /dev/null
     def case_devnull(self) -> None:
@@ -547,10 +585,10 @@ class Bench:
 
         def http(row: Row, server: Server) -> None:
             url = f"http://{HOST}:{server.port}/big.bin"
-            measure(row, server, lambda: [["curl", "-s", "-S", "-f", "-o", "/dev/null", url]], self.runs)
+            self.measure(row, server, lambda: [["curl", "-s", "-S", "-f", "-o", "/dev/null", url]], self.runs)
 
         def sk(row: Row, server: Server) -> None:
-            measure(row, server, lambda: [sockkit_get("big.bin", server.port, "/dev/null")], self.runs,
+            self.measure(row, server, lambda: [sockkit_get("big.bin", server.port, "/dev/null")], self.runs,
                     env=sockkit_env())
 
         self.each(case, self.http_peers(), http, "MB/s", size)
@@ -567,24 +605,24 @@ class Bench:
         def http(row: Row, server: Server) -> None:
             url = f"http://{HOST}:{server.port}/big.bin"
             row.note = "no fsync"
-            measure(row, server, lambda: [["curl", "-s", "-S", "-f", "-o", str(dest), url]], self.runs,
+            self.measure(row, server, lambda: [["curl", "-s", "-S", "-f", "-o", str(dest), url]], self.runs,
                     after=remove(dest))
 
         def rsync(row: Row, server: Server) -> None:
             row.note = "no fsync"
             url = f"rsync://{HOST}:{server.port}/data/big.bin"
-            measure(row, server, lambda: [["rsync", "-a", url, str(dest)]], self.runs, after=remove(dest))
+            self.measure(row, server, lambda: [["rsync", "-a", url, str(dest)]], self.runs, after=remove(dest))
 
         def sk(row: Row, server: Server) -> None:
             row.note = "fsync + verify"
-            measure(row, server, lambda: [sockkit_get("big.bin", server.port, str(dest))], self.runs,
+            self.measure(row, server, lambda: [sockkit_get("big.bin", server.port, str(dest))], self.runs,
                     env=sockkit_env(), after=remove(dest))
 
         def sk_nosync(row: Row, server: Server) -> None:
             row.note = "no fsync, verify"
             env = sockkit_env()
             env["SOCKKIT_NO_FSYNC"] = "1"
-            measure(row, server, lambda: [sockkit_get("big.bin", server.port, str(dest))], self.runs,
+            self.measure(row, server, lambda: [sockkit_get("big.bin", server.port, str(dest))], self.runs,
                     env=env, after=remove(dest))
 
         self.each(case, self.http_peers(), http, "MB/s", size)
@@ -611,14 +649,14 @@ class Bench:
         def http(row: Row, server: Server) -> None:
             row.note = "curl -Z, one process"
             url = f"http://{HOST}:{server.port}/mid.bin"
-            measure(row, server, lambda: [curl_urls([url] * n, ["/dev/null"] * n, self.tmp, parallel=True)],
+            self.measure(row, server, lambda: [curl_urls([url] * n, ["/dev/null"] * n, self.tmp, parallel=True)],
                     self.runs)
 
         def sk(row: Row, server: Server) -> None:
             row.note = "download() x N threads, one process"
             argv = [PYTHON, str(Path(__file__).resolve()), "_load", "--port", str(server.port),
                     "--clients", str(n), "--remote", "mid.bin"]
-            measure(row, server, lambda: [argv], self.runs, env=sockkit_env())
+            self.measure(row, server, lambda: [argv], self.runs, env=sockkit_env())
 
         self.each(case, self.http_peers(), http, "MB/s", n * size)
         self.each(case, self.sockkit_servers(), sk, "MB/s", n * size)
@@ -639,12 +677,12 @@ class Bench:
                 return [curl_urls([f"http://{HOST}:{server.port}/small/{name}" for name in names],
                                   [str(dest / name) for name in names], self.tmp)]
 
-            measure(row, server, commands, self.runs, after=remove(dest))
+            self.measure(row, server, commands, self.runs, after=remove(dest))
 
         def rsync(row: Row, server: Server) -> None:
             row.note = "rsync -a, no fsync"
             url = f"rsync://{HOST}:{server.port}/data/small/"
-            measure(row, server, lambda: [["rsync", "-a", url, str(dest) + "/"]], self.runs, after=remove(dest))
+            self.measure(row, server, lambda: [["rsync", "-a", url, str(dest) + "/"]], self.runs, after=remove(dest))
 
         def sk(row: Row, server: Server) -> None:
             row.note = "get -r, fsync + verify"
@@ -653,7 +691,7 @@ class Bench:
                 dest.mkdir(parents=True, exist_ok=True)
                 return [sockkit_get("small", server.port, str(dest), recursive=True)]
 
-            measure(row, server, commands, self.runs, env=sockkit_env(), after=remove(dest))
+            self.measure(row, server, commands, self.runs, env=sockkit_env(), after=remove(dest))
 
         peers = list(self.http_peers())[:1]  # nginx only: http.server adds nothing here
         self.each(case, iter(peers), http, "files/s", count)
@@ -672,11 +710,11 @@ class Bench:
 
         def nginx(row: Row, server: Server) -> None:
             url = f"https://{HOST}:{server.tls_port}/big.bin"
-            measure(row, server, lambda: [["curl", "-s", "-S", "-f", "--tlsv1.3", "--cacert", str(cert),
+            self.measure(row, server, lambda: [["curl", "-s", "-S", "-f", "--tlsv1.3", "--cacert", str(cert),
                                            "-o", "/dev/null", url]], self.runs)
 
         def sk(row: Row, server: Server) -> None:
-            measure(row, server, lambda: [sockkit_get("big.bin", server.port, "/dev/null", cert=cert)],
+            self.measure(row, server, lambda: [sockkit_get("big.bin", server.port, "/dev/null", cert=cert)],
                     self.runs, env=sockkit_env())
 
         if "nginx" not in self.missing:
@@ -692,7 +730,14 @@ class Bench:
     def run(self) -> None:
         for name in self.cases:
             print(f"case {name}", file=sys.stderr, flush=True)
-            getattr(self, f"case_{name}")()
+            try:
+                getattr(self, f"case_{name}")()
+                run_rounds(self.jobs, self.runs)
+            finally:
+                for server in self.live:
+                    self.procs.stop(server.proc)
+                self.live.clear()
+                self.jobs.clear()
 
 
 CASES = ["devnull", "file", "concurrent", "small", "tls"]
@@ -902,6 +947,8 @@ def main(argv: list[str] | None = None) -> int:
         # Readable by the peers' unprivileged workers (nginx's www-data, rsyncd's nobody): mkdtemp is 0700.
         tmp.chmod(0o755)
         root = tmp / "root"
+        global PYCACHE
+        PYCACHE = tmp / "pycache"
         print(f"data: {sizes.big // MiB} MiB, {sizes.mid // MiB} MiB, {sizes.small_count} x {sizes.small_size} B "
               f"in {tmp}", file=sys.stderr, flush=True)
         make_data(root, sizes)
