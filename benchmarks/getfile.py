@@ -652,11 +652,16 @@ class Bench:
             self.measure(row, server, lambda: [curl_urls([url] * n, ["/dev/null"] * n, self.tmp, parallel=True)],
                     self.runs)
 
+        # The load client: download() in threads, split over one process per CPU (one Python
+        # process holds one GIL: a single one measured the client, not the server).
+        procs = max(1, min(n, os.cpu_count() or 1))
+        shares = [n // procs + (i < n % procs) for i in range(procs)]
+
         def sk(row: Row, server: Server) -> None:
-            row.note = "download() x N threads, one process"
-            argv = [PYTHON, str(Path(__file__).resolve()), "_load", "--port", str(server.port),
-                    "--clients", str(n), "--remote", "mid.bin"]
-            self.measure(row, server, lambda: [argv], self.runs, env=sockkit_env())
+            row.note = f"download() x N threads in {procs} processes"
+            argvs = [[PYTHON, str(Path(__file__).resolve()), "_load", "--port", str(server.port),
+                      "--clients", str(share), "--remote", "mid.bin"] for share in shares]
+            self.measure(row, server, lambda: argvs, self.runs, env=sockkit_env())
 
         self.each(case, self.http_peers(), http, "MB/s", n * size)
         self.each(case, self.sockkit_servers(), sk, "MB/s", n * size)
@@ -788,6 +793,10 @@ TARGETS = {
 }
 
 
+#: Server peak RSS allowed in the many-clients case.
+RSS_BUDGET = 32 * MiB
+
+
 def target_for(case: str) -> tuple[str | None, float | None, float | None]:
     for key, value in TARGETS.items():
         if key in case:
@@ -829,6 +838,10 @@ def ratios(rows: list[Row]) -> tuple[str, list[dict]]:
         peers = [r for r in measured if not r.peer.startswith("sockkit")]
         if not mine:
             continue
+        if "clients" in case:
+            # The target is throughput *and* RSS: judge the fastest row within the memory budget.
+            within = [r for r in mine if r.median("server_rss") <= RSS_BUDGET]
+            mine = within or mine
         best = max(mine, key=lambda r: r.rate)
         parts = [f"{best.rate / p.rate:.2f}x {p.peer}" for p in peers if p.rate]
         ref, ratio, absolute = target_for(case)
@@ -846,9 +859,10 @@ def ratios(rows: list[Row]) -> tuple[str, list[dict]]:
                              "met": best.rate >= absolute, "best": best.peer})
         if "clients" in case:
             rss = best.median("server_rss") / MiB
-            verdict += f"; server RSS {rss:.1f} MiB {'<=' if rss <= 32 else '>'} 32 MiB"
-            verdicts.append({"case": case, "target": "server RSS <= 32 MiB", "value": round(rss, 1),
-                             "met": rss <= 32, "best": best.peer})
+            budget = RSS_BUDGET / MiB
+            verdict += f"; server RSS {rss:.1f} MiB {'<=' if rss <= budget else '>'} {budget:g} MiB"
+            verdicts.append({"case": case, "target": f"server RSS <= {budget:g} MiB", "value": round(rss, 1),
+                             "met": rss <= budget, "best": best.peer})
         lines.append(f"{case}: {best.peer} = {', '.join(parts) or 'no peer measured'}"
                      + (f"  [{verdict}]" if verdict else ""))
     return "\n".join(lines), verdicts
