@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import stat
 import subprocess
 import threading
@@ -17,6 +18,7 @@ import xxhash
 
 from sockkit.protocols.getfile import FileHeader, Get, List, Put, Tree, format_request, parse_answer, parse_header
 from tests.conftest import PARALLEL_MODELS, running, sockkit_command
+from tests.models.test_tls import certificate  # noqa: F401  (fixture)
 
 BIG_SIZE = 32 << 20  # large enough that a client that never reads leaves the server stuck mid-send
 SIZES = {"zero": 0, "one": 1, "k-1": 1023, "k": 1024, "k+1": 1025, "three-megs": 3 << 20}
@@ -377,3 +379,20 @@ def test_missing_root_is_a_clear_error(tmp_path):
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "nope" in done.stderr
 
+
+
+@pytest.mark.parametrize("model", ["thread", "fork", "asyncio", "prefork"])
+def test_over_tls(model, served, certificate):  # noqa: F811  (the imported fixture)
+    """The same bytes over TLS (the models carry TLS; the service does not know)."""
+    cert, key = certificate
+    data = (served / "three-megs").read_bytes()
+    with serve(model, served, "--quiet", "--tls-cert", str(cert), "--tls-key", str(key)) as server:
+        context = ssl.create_default_context(cafile=str(cert))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(get("three-megs") + get("k"))
+            stream = sock.makefile("rb")
+            header = parse_header(parse_answer(stream.readline()))
+            assert stream.read(header.remaining) == data
+            header = parse_header(parse_answer(stream.readline()))
+            assert stream.read(header.remaining) == (served / "k").read_bytes()

@@ -208,8 +208,22 @@ def test_symlinks_inside_the_root_are_followed(tree):
     (tree / "alias").symlink_to("sub/deep.txt")
     (tree / "sub" / "back").symlink_to("../hello.txt")
     (tree / "subdir").symlink_to("sub")
-    w = wire(tree).send(get("alias") + get("sub/back") + get("subdir/deep.txt"))
-    assert [w.take_file()[1] for _ in range(3)] == [b"deep\n", b"hello world\n", b"deep\n"]
+    (tree / "absolute").symlink_to(os.path.realpath(tree) + "//sub/./deep.txt")
+    (tree / "absdir").symlink_to(os.path.realpath(tree / "sub"))
+    w = wire(tree).send(get("alias") + get("sub/back") + get("subdir/deep.txt") + get("absolute")
+                        + get("absdir/deep.txt"))
+    assert [w.take_file()[1] for _ in range(5)] == [b"deep\n", b"hello world\n", b"deep\n", b"deep\n", b"deep\n"]
+
+
+@pytest.mark.parametrize("target", ["{root}/../secret", "{root}/sub/../../secret", "{root}x/secret", "{parent}",
+                                    "{root}/../root/../secret"])
+def test_absolute_symlinks_must_stay_under_the_root(tree, target):
+    root = os.path.realpath(tree)
+    (tree / "link").symlink_to(target.format(root=root, parent=os.path.dirname(root)))
+    w = wire(tree).send(get("link") + get("link/secret"))
+    assert w.take_error()[0] in ("outside-root", "not-found")
+    assert w.take_error()[0] in ("outside-root", "not-found")
+    assert b"SECRET" not in w.out
 
 
 def test_refusals_are_logged_with_the_reason(tree):
@@ -509,3 +523,85 @@ def test_random_request_lines_never_raise_and_get_one_answer(tree, line):
         first = w.take_line()
         assert first.count(b"\n") == 1
     assert temp_files(tree) == []
+
+
+# -- a full disk -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs as the served root (needs root and mount; skipped where either is missing)."""
+    import subprocess
+
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
+
+
+def test_put_larger_than_free_space_is_refused_up_front(tiny_disk):
+    w = wire(tiny_disk, allow_upload=True).send(format_request(Put("huge", 4 << 20, digest_of(b""))))
+    assert w.take_error()[0] == "no-space"
+    assert os.listdir(tiny_disk) == []
+
+
+def test_disk_filling_up_mid_upload_answers_no_space_and_keeps_nothing(tiny_disk):
+    """The disk fills after OK1 0: the body is read to its end, then no-space; no temp file stays."""
+    data = os.urandom(600 << 10)
+    service, _ = service_for(tiny_disk, allow_upload=True)
+    w = Wire(service.connect(PEER)).send(format_request(Put("late", len(data), digest_of(data))))
+    assert w.take_line() == b"OK1 0\n"
+    (tiny_disk / "filler").write_bytes(b"\0" * (700 << 10))  # someone else takes the space
+    w.send(data).send(get("filler"))
+    assert w.take_error()[0] == "no-space"
+    assert sorted(os.listdir(tiny_disk)) == ["filler"]
+    assert w.take_file()[0].size == 700 << 10  # the connection is still usable
+
+
+PATHS = st.sampled_from(["hello.txt", "big.bin", "sub", "sub/deep.txt", "../secret", "/etc/passwd", "", ".",
+                         "nothing", "sub/../../secret", "with space é.txt", "a\nb", "%", "\x00"])
+REQUEST_LINES = st.one_of(
+    st.builds(lambda p, o: format_request(Get(p, o)), PATHS, st.integers(0, 1 << 20)),
+    st.builds(lambda p: format_request(List(p)), PATHS),
+    st.builds(lambda p: b"TREE1 " + p.encode("utf-8", "surrogateescape") + b"\n", PATHS),
+    st.builds(lambda p, n: format_request(Put(p, n, digest_of(b"x" * n))) + b"x" * n, PATHS, st.integers(0, 300)),
+    st.just(b"AUTH1 x\n"),
+    st.binary(max_size=80).map(lambda b: b + b"\n"),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(REQUEST_LINES, max_size=8), cuts=st.lists(st.integers(1, 400), max_size=10))
+def test_random_streams_in_random_pieces(tree, lines, cuts):
+    """Any sequence of requests, cut anywhere: no internal error, nothing from outside the root,
+    no temporary file left once the connection is closed."""
+    service, logged = service_for(tree, allow_upload=True)
+    conn = service.connect(PEER)
+    stream = b"".join(lines)
+    w = Wire(conn)
+    for cut in [*cuts, len(stream)]:
+        if w.closed or not stream:
+            break
+        w.send(stream[:cut])
+        stream = stream[cut:]
+    if not w.closed:
+        w.send(b"")
+    conn.close()
+    assert b"ERR1 internal" not in w.out and not any("internal error" in line for line in logged)
+    assert b"TOP SECRET" not in w.out
+    assert temp_files(tree) == []
+    for name in os.listdir(tree):  # uploads only ever land inside the root
+        assert not name.startswith(TEMP_PREFIX)
+
+
+def test_bare_list_verb_lists_the_root(tree):
+    w = wire(tree).send(b"LIST1\r\n")
+    assert w.take_line() == b"OK1 5\n"

@@ -8,9 +8,11 @@ the server) and ``fstat`` on the open descriptor must say "regular file".
 
 Symlink policy: a symlink is resolved here, by hand, with ``readlink(dir_fd=...)`` and the same
 component walk, up to ``MAX_SYMLINKS`` links; its target is followed only while it stays inside
-the root (a relative target whose ``..`` never climbs above the root). An absolute target, or
-one that climbs out, is ``outside-root`` -- even when it would come back in, since an absolute
-target names the machine's tree, not the served one.
+the root: a relative target whose ``..`` never climbs above the root, or an absolute target that
+begins with the root's own absolute path (taken once at start-up), which is then walked from the
+root descriptor like any other path. Anything else -- ``/etc/passwd``, ``../..``, ``/dev/zero`` --
+is ``outside-root``. Even a stale start-up path cannot lead outside: the walk after it still
+starts from the root descriptor.
 """
 
 from __future__ import annotations
@@ -83,12 +85,14 @@ class Walk:
     every descriptor it holds.
     """
 
-    __slots__ = ("fds", "links", "shown")
+    __slots__ = ("fds", "links", "root_parts", "shown")
 
-    def __init__(self, root_fd: int, shown: str) -> None:
+    def __init__(self, root_fd: int, shown: str, root_parts: tuple[str, ...] | None = None) -> None:
         self.fds = [os.dup(root_fd)]
         self.links = 0
         self.shown = shown
+        #: The root's absolute path as components, for absolute symlink targets; None: refuse them.
+        self.root_parts = root_parts
 
     @property
     def here(self) -> int:
@@ -118,9 +122,20 @@ class Walk:
             if exc.errno == errno.EINVAL:  # no longer a symlink: it changed under us
                 raise Refused(ErrorCode.NOT_FOUND, f"{self.shown} changed while being looked up") from None
             raise _error_for(exc, self.shown) from None
+        parts = target.split("/")
         if target.startswith("/"):
+            parts = self._under_root(parts)
+            while len(self.fds) > 1:  # an absolute target is walked from the root itself
+                os.close(self.fds.pop())
+        todo.extendleft(reversed(parts))
+
+    def _under_root(self, parts: list[str]) -> list[str]:
+        """The rest of an absolute target after the root's own path; refuses any other target."""
+        parts = [part for part in parts if part not in ("", ".")]
+        prefix = self.root_parts
+        if prefix is None or ".." in parts[:len(prefix)] or tuple(parts[:len(prefix)]) != prefix:
             raise Refused(ErrorCode.OUTSIDE_ROOT, f"{self.shown} is a symlink pointing outside the root")
-        todo.extendleft(reversed(target.split("/")))
+        return parts[len(prefix):]
 
     def _up(self) -> None:
         if len(self.fds) == 1:
@@ -145,6 +160,7 @@ class Walk:
             raise
         twin.links = 0
         twin.shown = self.shown
+        twin.root_parts = self.root_parts
         return twin
 
     def enter(self, name: str) -> None:
@@ -267,13 +283,15 @@ class ServedRoot:
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        real = os.path.realpath(path)
+        self.parts = tuple(part for part in real.split("/") if part)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
     def walk(self, shown: str) -> Walk:
-        return Walk(self.fd, shown)
+        return Walk(self.fd, shown, self.parts)
 
     def open_file(self, path: str) -> int:
         """A descriptor of the regular file at ``path`` under the root; raises Refused."""
