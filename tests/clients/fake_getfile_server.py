@@ -40,6 +40,7 @@ class Faults:
     close_without_answer: bool = False
     ignore_version: bool = False      # always answer from offset 0 (as if the file changed)
     resume_anyway: bool = False       # resume at the asked offset even when the version differs
+    put_fails_after: int | None = None  # PUT1: answer ERR1 no-space after this many body bytes, then close
 
 
 @dataclass
@@ -165,6 +166,9 @@ class FakeServer:
             data = bytearray(buffer)
             buffer.clear()
             while len(data) < request.size:
+                if faults.put_fails_after is not None and len(data) >= faults.put_fails_after:
+                    conn.sendall(wire.format_error(wire.ErrorCode.NO_SPACE, "disk full"))
+                    return False
                 chunk = self._recv(conn)
                 if not chunk:
                     return False

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -292,3 +294,61 @@ def test_legacy_download(tmp_path):
         with pytest.raises(TransferInterrupted, match="sent nothing"):
             getfile.legacy_download("missing", port=fake.port, dest=tmp_path)
     assert tree_of(tmp_path) == {"f.bin"}
+
+
+def test_upload_refused_midway_reports_the_servers_reason(tmp_path, server):
+    local = tmp_path / "up.bin"
+    local.write_bytes(os.urandom(32 << 20))
+    server.faults.put_fails_after = 1 << 20
+    with pytest.raises(RemoteError, match="no space") as caught:
+        getfile.upload(local, ".", port=server.port)
+    assert caught.value.code == "no-space"
+
+
+def test_resume_at_random_offsets_is_always_identical(tmp_path, server):
+    """Cut at 20 random places, resume each time: the result is byte-identical every time."""
+    rng = random.Random(7)
+    for round_ in range(20):
+        dest = tmp_path / str(round_)
+        dest.mkdir()
+        server.faults = Faults(short_body=rng.randrange(1, len(BLOB)))
+        with pytest.raises(TransferInterrupted):
+            getfile.download("big.bin", port=server.port, dest=dest)
+        server.faults = Faults()
+        result = getfile.download("big.bin", port=server.port, dest=dest)
+        assert result.resumed_from > 0 or len(BLOB) - server.faults.short_body == 0
+        assert (dest / "big.bin").read_bytes() == BLOB
+        assert [p.name for p in dest.iterdir()] == ["big.bin"]
+
+
+def test_second_download_of_the_same_part_is_refused_while_the_first_runs(tmp_path, server):
+    """Two runs never write the same part file at once (it is locked)."""
+    server.faults.stall_after = 10_000
+    cancel = threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            getfile.download("big.bin", port=server.port, dest=tmp_path, cancel=cancel)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def part_has_10k() -> bool:
+        return any(p.stat().st_size == 10_000 for p in tmp_path.glob("*.part"))
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        for _ in range(1500):  # up to 30 s
+            if part_has_10k():
+                break
+            time.sleep(0.02)
+        assert part_has_10k()
+        server.faults = Faults()
+        with pytest.raises(DestinationError, match="another download"):
+            getfile.download("big.bin", port=server.port, dest=tmp_path)
+    finally:
+        cancel.set()
+        thread.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], Cancelled)
+    assert not (tmp_path / "big.bin").exists()

@@ -82,3 +82,24 @@ def test_cli_tls_with_cafile(tmp_path, tls_server, certificate):
                            str(tls_server.port), "--tls"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 1 and "certificate not accepted" in done.stderr and "--cafile" in done.stderr
+
+
+def test_against_the_real_server_over_tls(tmp_path, certificate):
+    """`sockkit serve getfile --tls-cert/--tls-key` and `sockkit get --cafile`, byte for byte (a 5 MiB file)."""
+    from sockkit.testing import running
+
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(5 << 20)
+    (root / "f.bin").write_bytes(data)
+    cert, key = certificate
+    with running("getfile", "--port", "0", "--root", str(root), "--tls-cert", str(cert), "--tls-key", str(key),
+                 "--quiet") as server:
+        dest = tmp_path / "dest"
+        dest.mkdir()
+        result = getfile.download("f.bin", port=server.port, dest=dest, tls=client_context(cert))
+        assert (dest / "f.bin").read_bytes() == data and result.size == len(data)
+        tree = getfile.download_tree(".", port=server.port, dest=tmp_path / "tree", tls=client_context(cert))
+        assert (tmp_path / "tree" / "f.bin").read_bytes() == data and not tree.failed
+        with pytest.raises(ConnectError, match="certificate not accepted"):
+            getfile.download("f.bin", port=server.port, dest=tmp_path, tls=client_context(None))

@@ -25,7 +25,7 @@ import xxhash
 
 from sockkit.clients import localfs
 from sockkit.clients.getfile_session import Session
-from sockkit.clients.transfer import Buffer, RateLimiter, receive_exactly, write_all
+from sockkit.clients.transfer import Buffer, RateLimiter, Writeback, receive_exactly, write_all
 from sockkit.errors import (
     Cancelled,
     DestinationError,
@@ -255,7 +255,8 @@ def receive_body(job: Fetch, fd: int, header: wire.FileHeader, hasher) -> None:
         write_all(fd, early)
         job.reporter.add(len(early))
     receive_exactly(job.session.sock, fd, header.remaining - len(early), buffer=job.buffer, hasher=hasher,
-                    idle_timeout=job.timeout, cancel=job.cancel, limiter=job.limiter, on_chunk=job.reporter.add)
+                    idle_timeout=job.timeout, cancel=job.cancel, limiter=job.limiter, on_chunk=job.reporter.add,
+                    writeback=Writeback(fd, header.offset + len(early)))
 
 
 def same_as_remote(session: Session, remote_path: str, dirfd: int, name: str, buffer: Buffer) -> wire.FileHeader | None:

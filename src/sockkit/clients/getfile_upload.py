@@ -26,6 +26,8 @@ from sockkit.errors import (
     Cancelled,
     DestinationError,
     ProtocolViolation,
+    RemoteError,
+    SockkitError,
     TransferInterrupted,
     describe_os_error,
 )
@@ -65,13 +67,28 @@ def upload(local_path: str | os.PathLike, remote_dir: str = ".", *, host: str = 
             session.request(wire.Put(remote_path, size, digest, force))
             session.answer(f"asking to upload {remote_path}", path=remote_path)
             reporter = Reporter(progress, size, 0, start)
-            send_file(session, file, size, reporter, cancel, limiter)
+            try:
+                send_file(session, file, size, reporter, cancel, limiter)
+            except TransferInterrupted as exc:
+                raise server_reason(session, remote_path) or exc from None
             fields = session.answer(f"waiting for the server to store {remote_path}", path=remote_path)
             if fields != [str(size)]:
                 raise ProtocolViolation(f"the server confirmed {' '.join(fields)!r} instead of {size} bytes")
             reporter.finish()
             session.expect_end()
     return UploadResult(remote_path, size, digest, time.monotonic() - start)
+
+
+def server_reason(session: Session, remote_path: str) -> RemoteError | None:
+    """The ERR1 a server sent before closing mid-upload (no space, ...), if it sent one."""
+    session.timeout = min(session.timeout, 2.0)
+    try:
+        session.answer(f"uploading {remote_path}", path=remote_path)
+    except RemoteError as exc:
+        return exc
+    except (SockkitError, OSError):
+        return None
+    return None
 
 
 def send_file(session: Session, file, size: int, reporter: Reporter, cancel: threading.Event | None,

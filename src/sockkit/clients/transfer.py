@@ -16,6 +16,7 @@ time; the write to the page cache dominates. See docs/getfile-client.md for the 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
@@ -31,6 +32,38 @@ from sockkit.errors import Cancelled, DestinationError, TransferInterrupted, des
 BUFFER_SIZE = 1 << 20
 #: How often a blocked recv wakes up to look at the cancel event.
 POLL_SECONDS = 0.2
+#: Start the disk writing every this many bytes received (``sync_file_range(SYNC_FILE_RANGE_WRITE)``,
+#: asynchronous), so the fsync before the rename finds little left to do. Measured here for 1 GiB:
+#: write + fsync 1.2-2.3 s without it, 0.6-0.7 s with it.
+WRITEBACK_BYTES = 32 << 20
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _sync_file_range():
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    return call
+
+
+_start_writeback = _sync_file_range()
+
+
+class Writeback:
+    """Asks the kernel to start writing a file's dirty pages every WRITEBACK_BYTES (never waits)."""
+
+    def __init__(self, fd: int, position: int) -> None:
+        self.fd = fd
+        self.mark = position    # start of the range not yet handed to writeback
+        self.position = position
+
+    def advance(self, count: int) -> None:
+        self.position += count
+        if self.position - self.mark >= WRITEBACK_BYTES and _start_writeback is not None:
+            _start_writeback(self.fd, self.mark, self.position - self.mark, _SYNC_FILE_RANGE_WRITE)
+            self.mark = self.position
 
 
 class Buffer:
@@ -79,12 +112,15 @@ def write_all(fd: int, view: memoryview) -> None:
 
 def receive_exactly(sock: socket.socket, fd: int | None, count: int, *, buffer: Buffer,
                     hasher=None, idle_timeout: float = 30.0, cancel: threading.Event | None = None,
-                    limiter: RateLimiter | None = None, on_chunk: Callable[[int], None] | None = None) -> None:
+                    limiter: RateLimiter | None = None, on_chunk: Callable[[int], None] | None = None,
+                    writeback: Writeback | None = None) -> None:
     """Receive exactly ``count`` bytes from ``sock`` into ``fd`` (None: discard), hashing them.
 
     ``on_chunk(n)`` is told after each chunk. Raises TransferInterrupted when the stream ends or
     stalls for ``idle_timeout`` s, Cancelled when ``cancel`` is set, DestinationError when the disk fails.
     """
+    if count <= 0:
+        return  # a small body already arrived with its header: no socket calls at all
     view = buffer.view
     chunk_max = len(view) if limiter is None else min(len(view), limiter.chunk)
     update = hasher.update if hasher is not None else None
@@ -117,6 +153,8 @@ def receive_exactly(sock: socket.socket, fd: int | None, count: int, *, buffer: 
             update(piece)
         if fd is not None:
             write_all(fd, piece)
+            if writeback is not None:
+                writeback.advance(got)
         left -= got
         if on_chunk is not None:
             on_chunk(got)

@@ -95,6 +95,10 @@ def fail(command: str, exc: BaseException, printer: ProgressPrinter | None = Non
 
 
 def run_get(args: argparse.Namespace) -> int:
+    if args.recursive and args.legacy:
+        print("sockkit get: --legacy fetches single files only (the chapter's protocol has no listing)",
+              file=sys.stderr)
+        return 2
     printer = ProgressPrinter(args.progress)
     try:
         if args.recursive:
