@@ -34,7 +34,7 @@ bench-getfile: install
 	$(PY) benchmarks/getfile.py $(BENCH_ARGS)
 
 lint: install
-	$(PY) -m ruff check src tests reliability
+	$(PY) -m ruff check src tests reliability benchmarks
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .reliability
