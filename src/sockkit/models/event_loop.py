@@ -257,6 +257,9 @@ class Driver(asyncio.Protocol):
                     await asyncio.sleep(0.001)
                     continue
                 await self.drain
+            if not self.closed and transport.get_write_buffer_size():
+                # Sending now would put the body ahead of bytes still buffered: end this client.
+                raise ConnectionError("the transport's buffer did not drain before a file send")
         finally:
             if not self.closed:
                 transport.set_write_buffer_limits(high=HIGH_WATER)
