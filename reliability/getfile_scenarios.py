@@ -13,7 +13,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -303,16 +302,3 @@ def sigterm_transfer(model: str, scale: Scale) -> Row:
     return Row("sigterm-transfer", model, f"in-flight transfer complete {identical}; new connection refused {refused}; "
                                           f"server exit {code}" + ("" if ok else _said(err)), ok)
 
-
-@scenario("hostile-server", "the client against a scripted malicious server (short/over-long bodies, flipped bytes, "
-          "absurd sizes, stalls, hostile listings, full disk, EIO on fsync, existing files): nothing outside the "
-          "destination, nothing under the final name after a failure", ["client"])
-def hostile_server(model: str, scale: Scale) -> Row:
-    # These cases live in the client's test modules (a scripted server per fault); the suite runs
-    # them and reports the count, so the table covers the client side too.
-    modules = ["tests/clients/test_getfile_client.py", "tests/clients/test_getfile_tree.py",
-               "tests/clients/test_getfile_disk.py"]
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *modules],
-                          capture_output=True, text=True, timeout=600)
-    summary = (done.stdout.strip().splitlines() or ["no output"])[-1]
-    return Row("hostile-server", model, summary.strip("= "), done.returncode == 0)

@@ -22,6 +22,7 @@ COMMANDS = [
     "sockkit.commands.proxy",
     "sockkit.commands.demo",
     "sockkit.commands.get",
+    "sockkit.commands.gui",
 ]
 
 

@@ -396,3 +396,13 @@ def test_over_tls(model, served, certificate):  # noqa: F811  (the imported fixt
             assert stream.read(header.remaining) == data
             header = parse_header(parse_answer(stream.readline()))
             assert stream.read(header.remaining) == (served / "k").read_bytes()
+
+
+@pytest.mark.parametrize("model", ["thread", "select", "asyncio", "fork"])
+def test_connection_limit_answers_err1_busy(model, served):
+    """Past --max-connections the service's busy reply is one ERR1 busy line, then close."""
+    with serve(model, served, "--quiet", "--max-connections", "1") as server, client(server.port) as holder:
+        assert holder.send(b"LIST1 sub\n").line() == b"OK1 2\n"  # the one slot is taken
+        with client(server.port) as late:
+            assert late.error() == "busy"
+            assert late.rest() == b""

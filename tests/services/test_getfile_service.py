@@ -605,3 +605,44 @@ def test_random_streams_in_random_pieces(tree, lines, cuts):
 def test_bare_list_verb_lists_the_root(tree):
     w = wire(tree).send(b"LIST1\r\n")
     assert w.take_line() == b"OK1 5\n"
+
+
+def test_out_of_descriptors_is_busy_not_a_crash(tree):
+    """With every descriptor in use, a GET is answered ERR1 busy (real EMFILE, in a child process)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, resource
+        from sockkit.services.actions import Peer
+        from sockkit.services.getfile import GetfileService, ServedRoot
+        from sockkit.services.getfile.slots import SharedSlots
+        service = GetfileService(ServedRoot({str(tree)!r}), slots=SharedSlots(4))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        hoard = []
+        try:
+            while True:
+                hoard.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        for line in (b"GET1 0 - big.bin\\n", b"LIST1 .\\n", b"TREE1 .\\n"):
+            out = b"".join(a.data for a in service.connect(Peer("127.0.0.1", 1)).receive(line) if hasattr(a, "data"))
+            print(out.decode().split()[1])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["busy", "busy", "busy"]
+
+
+def test_a_flood_of_bad_requests_cannot_flood_the_log(tree):
+    from sockkit.services.getfile.connection import MAX_LOG_LINES
+
+    service, logged = service_for(tree)
+    conn = service.connect(PEER)
+    w = Wire(conn).send(get("nothing") * 1000)
+    assert w.out.count(b"ERR1 not-found") == 1000
+    conn.close()
+    assert len(logged) == MAX_LOG_LINES + 1
+    assert "980 more refusals" in logged[-1]

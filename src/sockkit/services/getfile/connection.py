@@ -39,7 +39,7 @@ from sockkit.protocols.getfile import (
 from sockkit.services.actions import CLOSE, Action, Peer, Send, SendFile
 from sockkit.services.getfile.digest import is_digest
 from sockkit.services.getfile.listing import list_directory, list_tree
-from sockkit.services.getfile.root import Refused
+from sockkit.services.getfile.root import Refused, refusal_for
 from sockkit.services.getfile.upload import Upload
 
 #: Bodies up to this size are read and sent with their header in one write (one syscall for
@@ -51,6 +51,8 @@ MAX_QUEUED_FILES = 32
 #: Answer bytes (listings, inline bodies) produced from one read: bounds the memory one read of
 #: pipelined requests can cost. Past it: ``busy``.
 MAX_BATCH_BYTES = 64 << 20
+#: Log lines per connection; past it refusals are counted and summed up in one line at close.
+MAX_LOG_LINES = 20
 
 
 class TrackedFile(io.FileIO):
@@ -72,7 +74,8 @@ class TrackedFile(io.FileIO):
 class GetfileConnection:
     """Sans-IO: bytes in, actions out; filesystem work goes through the service's ServedRoot."""
 
-    __slots__ = ("authed", "batch_bytes", "buffer", "done", "first", "peer", "queued", "service", "slot", "upload")
+    __slots__ = ("authed", "batch_bytes", "buffer", "done", "first", "logged", "peer", "queued", "service", "slot",
+                 "upload")
 
     def __init__(self, service, peer: Peer) -> None:
         self.service = service
@@ -85,6 +88,7 @@ class GetfileConnection:
         self.queued = 0  # files (and an upload) this connection holds a transfer slot for
         self.slot = None
         self.batch_bytes = 0
+        self.logged = 0
 
     # -- the Connection protocol ------------------------------------------------------------------
     def start(self) -> list[Action]:
@@ -124,6 +128,9 @@ class GetfileConnection:
         return actions
 
     def close(self) -> None:
+        if self.logged > MAX_LOG_LINES and self.service.log is not None:
+            self.service.log(f"getfile {self.peer.host}:{self.peer.port}: {self.logged - MAX_LOG_LINES} more "
+                             "refusals on this connection were not logged")
         if self.upload is not None:
             upload, self.upload = self.upload, None
             upload.abort()
@@ -135,9 +142,12 @@ class GetfileConnection:
         buffer = self.buffer
         while buffer and not self.done:
             if self.upload is not None:
+                # A copy (only of body bytes that came in the same read as the PUT1 line): no view
+                # of the buffer may outlive this call, or resizing it would fail.
                 take = min(len(buffer), self.upload.wanted)
-                self._feed_upload(memoryview(buffer)[:take], actions)
+                chunk = bytes(buffer[:take])
                 del buffer[:take]
+                self._feed_upload(memoryview(chunk), actions)
                 continue
             end = buffer.find(b"\n", 0, MAX_LINE)
             if end < 0:
@@ -211,8 +221,13 @@ class GetfileConnection:
 
     def _log(self, text: str) -> None:
         log = self.service.log
-        if log is not None:
-            log(f"getfile {self.peer.host}:{self.peer.port}: {text}")
+        if log is None:
+            return
+        if self.logged >= MAX_LOG_LINES:
+            self.logged += 1  # a client sending thousands of bad requests must not flood the log
+            return
+        self.logged += 1
+        log(f"getfile {self.peer.host}:{self.peer.port}: {text}")
 
     # -- answers ---------------------------------------------------------------------------------
     def _authenticate(self, request: Auth, actions: list[Action]) -> None:
@@ -279,9 +294,12 @@ class GetfileConnection:
         self._finish(actions)
 
     def _serve_listing(self, request: List | Tree, actions: list[Action]) -> None:
+        shown = request.path or "."
         with self.service.root.open_directory(request.path) as walk:
-            shown = request.path or "."
-            answer = list_directory(walk, shown) if isinstance(request, List) else list_tree(walk, shown)
+            try:
+                answer = list_directory(walk, shown) if isinstance(request, List) else list_tree(walk, shown)
+            except OSError as exc:  # the directory vanished or descriptors ran out mid-listing
+                raise refusal_for(exc, shown) from None
         self._charge(len(answer))
         actions.append(Send(answer))
 
@@ -329,7 +347,10 @@ class GetfileConnection:
             raise Refused(ErrorCode.BUSY, f"more than {MAX_QUEUED_FILES} transfers in flight on one connection; "
                                           "wait for answers before sending more requests")
         if self.queued == 0 and self.slot is None:
-            slot = self.service.slots.acquire()
+            try:
+                slot = self.service.slots.acquire()
+            except OSError:  # no descriptor left to take a slot with: as good as busy
+                slot = None
             if slot is None:
                 raise Refused(ErrorCode.BUSY, f"server busy: {self.service.slots.limit} transfers running; "
                                               "try again later")

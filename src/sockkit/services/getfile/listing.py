@@ -9,6 +9,7 @@ TREE1 does not descend into symlinked directories, so a link cycle cannot make i
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -19,6 +20,8 @@ from sockkit.services.getfile.root import Refused, Walk
 MAX_ENTRIES = 100_000
 #: Most bytes in one answer, for the same reason (100,000 ordinary names are ~6 MiB).
 MAX_BYTES = 32 << 20
+#: Errors that mean "the server is short of resources", never "this entry is gone".
+EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 #: Deepest directory TREE1 descends into (each level holds one descriptor while it is walked).
 MAX_DEPTH = 64
 
@@ -78,7 +81,9 @@ def list_directory(walk: Walk, what: str) -> bytes:
     for entry in _entries(walk):
         try:
             found = _kind_of(walk, entry)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in EXHAUSTED:
+                raise
             continue  # removed while we listed it
         if found is not None:
             kind, info = found
@@ -100,12 +105,16 @@ def _walk_tree(walk: Walk, prefix: str, answer: _Answer, depth: int) -> None:
         try:
             is_real_dir = entry.is_dir(follow_symlinks=False)
             found = None if is_real_dir else _kind_of(walk, entry)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in EXHAUSTED:
+                raise
             continue
         if is_real_dir:
             try:
                 walk.enter(entry.name)
-            except OSError:
+            except OSError as exc:
+                if exc.errno in EXHAUSTED:
+                    raise  # out of descriptors: refuse the whole tree rather than omit a branch
                 continue  # gone, unreadable, or swapped for a symlink since scandir saw it
             try:
                 _walk_tree(walk, f"{prefix}{entry.name}/", answer, depth + 1)

@@ -27,6 +27,8 @@ from sockkit.protocols.getfile import ErrorCode
 
 #: Symlinks followed in one lookup (Linux's own MAXSYMLINKS is 40).
 MAX_SYMLINKS = 40
+#: errnos that mean "the server is short of resources", never "this entry is gone".
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 #: Longest single name on Linux filesystems (NAME_MAX).
 NAME_MAX = 255
 
@@ -62,7 +64,7 @@ def split_request_path(path: str) -> list[str]:
     return parts
 
 
-def _error_for(exc: OSError, shown: str) -> Refused:
+def refusal_for(exc: OSError, shown: str) -> Refused:
     """An OSError from a lookup, as a protocol error naming the path the client asked for."""
     if exc.errno == errno.ENOENT:
         return Refused(ErrorCode.NOT_FOUND, f"no such file: {shown}")
@@ -72,7 +74,7 @@ def _error_for(exc: OSError, shown: str) -> Refused:
         return Refused(ErrorCode.NOT_PERMITTED, f"permission denied: {shown}")
     if exc.errno == errno.ENAMETOOLONG:
         return Refused(ErrorCode.NOT_FOUND, f"name too long: {shown}")
-    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+    if exc.errno in _EXHAUSTED:
         return Refused(ErrorCode.BUSY, "server out of file descriptors; try again later")
     return Refused(ErrorCode.INTERNAL, f"cannot open {shown}: {exc.strerror}")
 
@@ -121,7 +123,7 @@ class Walk:
         except OSError as exc:
             if exc.errno == errno.EINVAL:  # no longer a symlink: it changed under us
                 raise Refused(ErrorCode.NOT_FOUND, f"{self.shown} changed while being looked up") from None
-            raise _error_for(exc, self.shown) from None
+            raise refusal_for(exc, self.shown) from None
         parts = target.split("/")
         if target.startswith("/"):
             parts = self._under_root(parts)
@@ -174,7 +176,7 @@ class Walk:
         """What the symlink ``name`` here resolves to, if it stays inside the root and is a
         regular file or a directory; None otherwise. For listings only: nothing is opened for
         reading, and a GET of the same name does its own race-free lookup."""
-        twin = self.clone()
+        twin = self.clone()  # EMFILE here propagates: see below
         try:
             todo = deque([name])
             while todo:
@@ -194,7 +196,11 @@ class Walk:
                 else:
                     return None
             return os.fstat(twin.here)  # the link led to a directory ("." or "dir/")
-        except (OSError, Refused):
+        except OSError as exc:
+            if exc.errno in _EXHAUSTED:
+                raise  # short of descriptors: the listing must fail, not omit this entry
+            return None
+        except Refused:
             return None
         finally:
             twin.close()
@@ -227,7 +233,7 @@ class Walk:
                 return None
             if exc.errno == errno.ENOTDIR and not todo:
                 raise Refused(ErrorCode.NOT_FOUND, f"{self.shown} is not a directory") from None
-            raise _error_for(exc, self.shown) from None
+            raise refusal_for(exc, self.shown) from None
         self.fds.append(fd)
         return None
 
@@ -235,7 +241,7 @@ class Walk:
         try:
             info = os.stat(name, dir_fd=self.here, follow_symlinks=False)
         except OSError as exc:
-            raise _error_for(exc, self.shown) from None
+            raise refusal_for(exc, self.shown) from None
         if stat.S_ISLNK(info.st_mode):
             self._follow(name, todo)
             return None
@@ -250,12 +256,12 @@ class Walk:
             if exc.errno == errno.ELOOP:  # swapped for a symlink since the stat: look again
                 todo.appendleft(name)
                 return None
-            raise _error_for(exc, self.shown) from None
+            raise refusal_for(exc, self.shown) from None
         try:
             info = os.fstat(fd)
         except OSError as exc:
             os.close(fd)
-            raise _error_for(exc, self.shown) from None
+            raise refusal_for(exc, self.shown) from None
         if not stat.S_ISREG(info.st_mode):
             os.close(fd)
             if stat.S_ISDIR(info.st_mode):
@@ -291,7 +297,10 @@ class ServedRoot:
             os.close(self.fd)
 
     def walk(self, shown: str) -> Walk:
-        return Walk(self.fd, shown, self.parts)
+        try:
+            return Walk(self.fd, shown, self.parts)
+        except OSError as exc:  # EMFILE: answered busy, not as a server fault
+            raise refusal_for(exc, shown) from None
 
     def open_file(self, path: str) -> int:
         """A descriptor of the regular file at ``path`` under the root; raises Refused."""
