@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint reliability reliability-long clean screenshots
+.PHONY: install demo test lint reliability reliability-long bench-getfile clean screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ reliability: install
 reliability-long: install
 	$(PY) -m reliability --long
 
+# getfile vs nginx, http.server and the rsync daemon (Debian: apt-get install nginx-light rsync curl);
+# ~3 min; the table on stdout, bench/results/getfile.{json,png}. BENCH_ARGS=--quick for a smoke run.
+bench-getfile: install
+	$(PY) benchmarks/getfile.py $(BENCH_ARGS)
+
 lint: install
-	$(PY) -m ruff check src tests reliability
+	$(PY) -m ruff check src tests reliability benchmarks
 
 screenshots: install  # docs/img: the GUI on Xvfb (needs xvfb, xdotool, imagemagick)
 	$(PY) -m sockkit.gui.screenshots --out docs/img

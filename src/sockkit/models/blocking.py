@@ -8,7 +8,9 @@ from this client ends this connection and nothing else.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import ssl
 import threading
 import time
 
@@ -145,15 +147,42 @@ def run_actions(sock: socket.socket, actions: list, tracker: Tracker | None = No
     return True
 
 
+#: Bytes read from disk per send under TLS (one reused buffer per transfer).
+TLS_FILE_CHUNK = 256 * 1024
+
+
 def send_file(sock: socket.socket, action: SendFile) -> None:
-    """Zero-copy where the kernel can (``socket.sendfile`` uses ``os.sendfile``)."""
+    """Zero-copy where the kernel can (``socket.sendfile`` uses ``os.sendfile``).
+
+    Under TLS the bytes must be encrypted in user space, and ``SSLSocket.sendfile`` falls back
+    to reading and sending 8 KiB at a time (131,072 Python-level turns per GiB); a reused
+    256 KiB buffer read with ``preadv`` and sent with ``sendall`` does the same with 32x fewer.
+    """
     try:
         if action.count:
-            sent = sock.sendfile(action.file, action.offset, action.count)
+            if isinstance(sock, ssl.SSLSocket):
+                sent = _send_file_tls(sock, action)
+            else:
+                sent = sock.sendfile(action.file, action.offset, action.count)
             if sent != action.count:
                 raise ConnectionError(f"file shrank while being sent ({sent} of {action.count} bytes)")
     finally:
         action.file.close()
+
+
+def _send_file_tls(sock: ssl.SSLSocket, action: SendFile) -> int:
+    fd = action.file.fileno()
+    buffer = bytearray(min(TLS_FILE_CHUNK, action.count))
+    view = memoryview(buffer)
+    offset, remaining = action.offset, action.count
+    while remaining:  # bounded: every turn sends at least one byte or returns
+        got = os.preadv(fd, [view[:min(len(view), remaining)]], offset)
+        if got <= 0:
+            break  # the file shrank: the caller reports it
+        sock.sendall(view[:got])
+        offset += got
+        remaining -= got
+    return action.count - remaining
 
 
 def linger_close(sock: socket.socket) -> None:
