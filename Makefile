@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint reliability reliability-long bench bench-getfile clean screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,29 @@ demo: install
 
 test: install lint
 	$(PY) -m pytest -q
+	$(PY) -m reliability --out .reliability
+
+# The reliability table (short form, ~5 min): every scenario x every model, non-zero exit on a failed row.
+reliability: install
+	$(PY) -m reliability
+
+reliability-long: install
+	$(PY) -m reliability --long
+
+# getfile vs nginx, http.server and the rsync daemon (Debian: apt-get install nginx-light rsync curl);
+# ~3 min; the table on stdout, bench/results/getfile.{json,png}. BENCH_ARGS=--quick for a smoke run.
+bench-getfile: install
+	$(PY) benchmarks/getfile.py $(BENCH_ARGS)
 
 lint: install
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests reliability benchmarks
 
-# The server-model shoot-out (issue 5): every model and the reference peers; results in bench/results/.
+# The server-model shoot-out (issue 5), ~16 min: every model and the reference peers; results in bench/results/.
 bench: install
 	$(PY) -m sockkit bench models
 
+screenshots: install  # docs/img: the GUI on Xvfb (needs xvfb, xdotool, imagemagick)
+	$(PY) -m sockkit.gui.screenshots --out docs/img
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .reliability

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from reliability import model_scenarios  # noqa: F401  (registers scenarios)
+from reliability import client_scenarios, getfile_scenarios, model_scenarios  # noqa: F401  (register scenarios)
 from reliability.suite import SCENARIOS, Scale, render, run_one, write
 
 

@@ -22,8 +22,28 @@ EVENT_LOOPS = {"select", "asyncio", "uvloop", "prefork"}
 FORKING = {"fork", "fork-signal", "prefork"}
 
 
+@contextlib.contextmanager
 def serve(model: str, *extra: str, **kwargs):
-    return running("echo", "--model", model, "--port", "0", "--quiet", *extra, **kwargs)
+    with running("echo", "--model", model, "--port", "0", "--quiet", *extra, **kwargs) as server:
+        if model == "prefork":
+            workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else PREFORK_WORKERS
+            wait_for_workers(server, workers)
+        yield server
+
+
+#: prefork's default worker count: one per CPU.
+PREFORK_WORKERS = os.cpu_count() or 2
+
+
+def wait_for_workers(server, count: int, seconds: float = 10.0, hello: bytes = b"canary\n") -> None:
+    """Baselines are taken once every worker is up (forking them costs RSS of its own) and one
+    request (``hello``, answered with a line) has been served."""
+    deadline = time.monotonic() + seconds
+    while len(descendants(server.pid)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with connect(server.port) as sock:
+        round_trip(sock, hello)
+    time.sleep(0.2)
 
 
 def connect(port: int, timeout: float = 10.0) -> socket.socket:
@@ -158,11 +178,15 @@ def idle_flood(model: str, scale: Scale) -> Row:
 def busy(model: str, scale: Scale) -> Row:
     if model == "sequential":
         return skip("busy", model, "accepts the next client only after the current one")
-    extra = ["--workers", "4"] if model == "pool" else []
+    extra = {"pool": ["--workers", "4"], "prefork": ["--workers", "1"]}.get(model, [])  # prefork: limit per worker
+    holders = []
     with serve(model, "--max-connections", "4", *extra) as server:
-        holders = [connect(server.port) for _ in range(4)]
-        for sock in holders:
-            round_trip(sock)
+        reply = b""
+        for _ in range(4):
+            sock = connect(server.port)
+            holders.append(sock)
+            sock.sendall(b"hello\n")
+            reply = sock.recv(100)
         began = time.monotonic()
         with connect(server.port, timeout=5) as late:
             reply = late.recv(100)
@@ -276,7 +300,10 @@ def sigterm(model: str, scale: Scale) -> Row:
             reply += chunk
         code = server.proc.wait(15)
         took = time.monotonic() - began
-        idle_closed = idle.recv(10) == b""
+        try:
+            idle_closed = idle.recv(10) == b""
+        except ConnectionResetError:
+            idle_closed = True  # sequential: still in the backlog when the listener closed
         busy.close()
         idle.close()
     finally:
@@ -311,8 +338,12 @@ def sigterm(model: str, scale: Scale) -> Row:
 
 @scenario("parent-killed", "kill -9 of the server leaves no orphaned worker or child within 2 s", MODELS)
 def parent_killed(model: str, scale: Scale) -> Row:
-    server = start_server("echo", "--model", model, "--port", "0", "--quiet")
-    clients = [connect(server.port) for _ in range(3)]
+    extra = ["--workers", "4"] if model == "pool" else []  # a worker per held client
+    server = start_server("echo", "--model", model, "--port", "0", "--quiet", *extra)
+    if model == "prefork":
+        wait_for_workers(server, PREFORK_WORKERS)
+    # Sequential serves one client at a time: keep only one connection open there.
+    clients = [connect(server.port) for _ in range(1 if model == "sequential" else 3)]
     for sock in clients:
         round_trip(sock)
     kids = server.note_children()

@@ -47,11 +47,15 @@ def round_trip(sock: socket.socket, payload: bytes = b"canary\n") -> float:
     return time.perf_counter() - began
 
 
-def canary_p99(port: int, rounds: int = 300, timeout: float = 10.0) -> float:
-    """p99 latency in ms of ``rounds`` round trips on one connection."""
+def canary_p99(port: int, rounds: int = 300, timeout: float = 10.0, batches: int = 3) -> float:
+    """p99 latency in ms of ``rounds`` round trips on one connection: the median of ``batches``
+    batches, so one scheduler hiccup on this shared 2-core machine does not decide the verdict."""
+    results = []
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        samples = sorted(round_trip(sock) for _ in range(rounds))
-    return samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000
+        for _ in range(batches):
+            samples = sorted(round_trip(sock) for _ in range(rounds))
+            results.append(samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000)
+    return statistics.median(results)
 
 
 def median_ms(samples: list[float]) -> float:

@@ -15,6 +15,7 @@ from sockkit.services.actions import Service
 
 SERVICES: dict[str, str] = {
     "echo": "sockkit.services.echo_spec:SPEC",
+    "getfile": "sockkit.services.getfile.spec:SPEC",
 }
 
 MODELS: dict[str, str] = {
@@ -29,6 +30,9 @@ MODELS: dict[str, str] = {
     "uvloop": "sockkit.models.event_loop:serve_uvloop",
     "prefork": "sockkit.models.prefork:serve",
 }
+
+#: Models that cannot carry TLS (non-blocking TLS in a hand-written select loop is left undone).
+MODELS_WITHOUT_TLS = frozenset({"select"})
 
 #: One line describing each model, for ``--help`` and the README.
 MODEL_SUMMARIES = {

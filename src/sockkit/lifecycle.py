@@ -78,10 +78,16 @@ class StopSignal:
         os.set_blocking(self._write_fd, False)
         os.set_blocking(self._read_fd, False)
         self._listeners: list[Callable[[int], None]] = []
+        self._installed = False
 
     def install(self) -> StopSignal:
         for signum in self.SIGNALS:
             signal.signal(signum, self._handle)
+        # The kernel may deliver the signal to any thread; Python runs the handler only when the
+        # main thread next runs bytecode. If the main thread sits in select() on our pipe, it would
+        # never wake: let the C-level handler write to the pipe itself.
+        signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        self._installed = True
         return self
 
     def on_signal(self, callback: Callable[[int], None]) -> None:
@@ -118,6 +124,9 @@ class StopSignal:
         return self.requested > 1
 
     def close(self) -> None:
+        if self._installed:
+            with contextlib.suppress(ValueError):
+                signal.set_wakeup_fd(-1)
         for fd in (self._read_fd, self._write_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)

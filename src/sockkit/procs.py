@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(signum: int = signal.SIGTERM) -> None:
-    """Ask Linux to send us ``signum`` when our parent dies, so no worker is left orphaned."""
+def die_with_parent(signum: int = signal.SIGTERM, parent: int | None = None) -> None:
+    """Ask Linux to send us ``signum`` when our parent dies, so no worker is left orphaned.
+
+    ``parent``: the pid we were forked from (``os.getpid()`` read before the fork). If it already
+    died before ``prctl`` ran, no signal will ever come: act on it now.
+    """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
     except (OSError, AttributeError):
-        pass  # not Linux: the parent's own shutdown still signals its children
+        return  # not Linux: the parent's own shutdown still signals its children
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signum)
 
 
 M_TRIM_THRESHOLD = -1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import ssl
 import sys
 
 from sockkit import catalog
@@ -59,19 +61,60 @@ def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceS
                         help="threads (pool) or processes (prefork); default: the number of CPUs")
     parser.add_argument("--fork", action="store_true", help="socketserver model: ForkingTCPServer")
     parser.add_argument("--quiet", action="store_true", help="no log line per client")
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain (needs --tls-key)")
+    parser.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow listening beyond loopback with neither TLS nor a token (prints a warning)")
+
+
+def tls_context(args: argparse.Namespace, model: str) -> ssl.SSLContext | None:
+    """The server's TLS context, or None; ValueError says what is wrong with the options."""
+    if not (args.tls_cert or args.tls_key):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if model in catalog.MODELS_WITHOUT_TLS:
+        raise ValueError(f"the {model} model does not do TLS; use thread, pool, fork, asyncio, uvloop or prefork")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load TLS certificate/key: {exc}") from None
+    return context
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '' and names other than localhost may reach other machines
 
 
 def run(args: argparse.Namespace) -> int:
     spec: catalog.ServiceSpec = args.spec
     model = args.model or spec.default_model or catalog.fastest_model()
     try:
+        tls = tls_context(args, model)
         service = spec.build(args)
     except (ValueError, OSError) as exc:
         print(f"sockkit: {exc}", file=sys.stderr)
         return 2
+    if not is_loopback(args.host) and tls is None and not getattr(args, "token", None):
+        where = args.host or "every interface"
+        if not args.insecure:
+            print(f"sockkit: refusing to serve {spec.name} on {where} in clear text with no token: anyone who can "
+                  "reach this machine could use it. Add --tls-cert/--tls-key (or --token where the service has one), "
+                  "or --insecure to do it anyway.", file=sys.stderr)
+            return 2
+        print(f"sockkit: warning: {spec.name} on {where} is open to other machines, in clear text (--insecure)",
+              file=sys.stderr)
     ports = args.port or [spec.default_port]
     limits = Limits(idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
-                    max_connections=args.max_connections, drain_seconds=args.drain_timeout, fork=args.fork)
+                    max_connections=args.max_connections, drain_seconds=args.drain_timeout, fork=args.fork,
+                    tls=tls)
     if args.workers:
         limits.workers = args.workers
     try:

@@ -8,7 +8,10 @@ from this client ends this connection and nothing else.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import ssl
+import threading
 import time
 
 from sockkit.models.settings import RECV_SIZE, Limits
@@ -33,6 +36,7 @@ class Tracker:
         self.live: set[socket.socket] = set()
         self.waiting: set[socket.socket] = set()
         self.stopping = False
+        self.hurry = threading.Event()  # set by cut(): a Wait in progress ends at once
 
     def may_wait(self, sock: socket.socket) -> bool:
         """Announce that ``sock`` is about to wait for a request; False once stopping."""
@@ -51,6 +55,7 @@ class Tracker:
     def cut(self) -> None:
         """The drain deadline passed: end every connection now."""
         self.stopping = True
+        self.hurry.set()
         for sock in list(self.live):
             _shutdown(sock, socket.SHUT_RDWR)
 
@@ -68,13 +73,19 @@ def _shutdown(sock: socket.socket, how: int) -> None:
 
 def serve_connection(sock: socket.socket, conn: Connection, limits: Limits, tracker: Tracker) -> None:
     """Run one client's conversation to its end; always closes ``sock`` and ``conn``."""
+    if limits.tls is not None:
+        try:
+            sock = handshake(sock, limits)
+        except OSError:
+            conn.close()
+            return
     tracker.live.add(sock)
     idle_timeout = limits.idle_timeout
     pending_request = getattr(conn, "pending_request", None)
     request_began = 0.0
     try:
         sock.settimeout(idle_timeout)
-        if not run_actions(sock, conn.start()):
+        if not run_actions(sock, conn.start(), tracker):
             return
         while tracker.may_wait(sock):
             data = sock.recv(RECV_SIZE)
@@ -91,9 +102,9 @@ def serve_connection(sock: socket.socket, conn: Connection, limits: Limits, trac
             elif request_began:
                 request_began = 0.0
                 sock.settimeout(idle_timeout)
-            if not run_actions(sock, actions) or not data:
+            if not run_actions(sock, actions, tracker) or not data:
                 return
-        run_actions(sock, conn.receive(b""))  # stopping: let the service say goodbye
+        run_actions(sock, conn.receive(b""), tracker)  # stopping: let the service say goodbye
     except OSError:
         pass  # reset, timeout, broken pipe: this client is gone, the server goes on
     finally:
@@ -103,7 +114,18 @@ def serve_connection(sock: socket.socket, conn: Connection, limits: Limits, trac
         sock.close()
 
 
-def run_actions(sock: socket.socket, actions: list) -> bool:
+def handshake(sock: socket.socket, limits: Limits) -> socket.socket:
+    """The TLS handshake, in this client's own thread or process, under the request deadline
+    (a client that opens TCP and never says hello is a trickler like any other)."""
+    sock.settimeout(min(limits.idle_timeout, limits.request_timeout))
+    try:
+        return limits.tls.wrap_socket(sock, server_side=True)
+    except (OSError, ValueError):
+        sock.close()
+        raise
+
+
+def run_actions(sock: socket.socket, actions: list, tracker: Tracker | None = None) -> bool:
     """Carry out ``actions`` in order; False once the connection was closed."""
     for action in actions:
         kind = type(action)
@@ -112,7 +134,11 @@ def run_actions(sock: socket.socket, actions: list) -> bool:
         elif kind is SendFile:
             send_file(sock, action)
         elif kind is Wait:
-            time.sleep(action.seconds)  # only this client's thread or process waits
+            # Only this client's thread or process waits; a second signal cuts the wait short.
+            if tracker is not None and tracker.hurry.wait(action.seconds):
+                raise ConnectionAbortedError("server stopping")
+            if tracker is None:
+                time.sleep(action.seconds)
         elif kind is Close:
             linger_close(sock)
             return False
@@ -121,15 +147,42 @@ def run_actions(sock: socket.socket, actions: list) -> bool:
     return True
 
 
+#: Bytes read from disk per send under TLS (one reused buffer per transfer).
+TLS_FILE_CHUNK = 256 * 1024
+
+
 def send_file(sock: socket.socket, action: SendFile) -> None:
-    """Zero-copy where the kernel can (``socket.sendfile`` uses ``os.sendfile``)."""
+    """Zero-copy where the kernel can (``socket.sendfile`` uses ``os.sendfile``).
+
+    Under TLS the bytes must be encrypted in user space, and ``SSLSocket.sendfile`` falls back
+    to reading and sending 8 KiB at a time (131,072 Python-level turns per GiB); a reused
+    256 KiB buffer read with ``preadv`` and sent with ``sendall`` does the same with 32x fewer.
+    """
     try:
         if action.count:
-            sent = sock.sendfile(action.file, action.offset, action.count)
+            if isinstance(sock, ssl.SSLSocket):
+                sent = _send_file_tls(sock, action)
+            else:
+                sent = sock.sendfile(action.file, action.offset, action.count)
             if sent != action.count:
                 raise ConnectionError(f"file shrank while being sent ({sent} of {action.count} bytes)")
     finally:
         action.file.close()
+
+
+def _send_file_tls(sock: ssl.SSLSocket, action: SendFile) -> int:
+    fd = action.file.fileno()
+    buffer = bytearray(min(TLS_FILE_CHUNK, action.count))
+    view = memoryview(buffer)
+    offset, remaining = action.offset, action.count
+    while remaining:  # bounded: every turn sends at least one byte or returns
+        got = os.preadv(fd, [view[:min(len(view), remaining)]], offset)
+        if got <= 0:
+            break  # the file shrank: the caller reports it
+        sock.sendall(view[:got])
+        offset += got
+        remaining -= got
+    return action.count - remaining
 
 
 def linger_close(sock: socket.socket) -> None:

@@ -3,8 +3,11 @@
 Protocols, not ``asyncio.streams``: the hot path is ``data_received -> receive -> write`` with
 no coroutine, future or extra buffer per message, which is what keeps this model within a few
 percent of a bare Protocol echo. ``Wait`` is ``call_later``; ``SendFile`` is the loop's
-zero-copy ``sendfile`` where the loop has one (uvloop does not: uvloop#228), else chunked reads
-written under flow control. When the transport's buffer passes its high-water mark we stop
+zero-copy ``sendfile`` where the loop has one; uvloop has none (uvloop#228), so there the driver
+lets the transport's buffer drain and calls ``os.sendfile`` on the transport's socket itself,
+waiting for writability on a ``dup`` of its descriptor (the loop refuses watchers on a descriptor a
+transport owns). Under TLS the bytes are encrypted in user space: chunked reads written under
+flow control. When the transport's buffer passes its high-water mark we stop
 reading that client, so one client that never reads cannot grow the server.
 """
 
@@ -17,12 +20,17 @@ import signal
 from collections import deque
 
 from sockkit.lifecycle import peer_of
+from sockkit.models.accept import AcceptThrottle
 from sockkit.models.settings import HIGH_WATER, Server
 from sockkit.net import BACKLOG
 from sockkit.services.actions import Close, Send, SendFile, Wait
 
 #: Chunk read from disk per write when the loop has no zero-copy sendfile.
 FILE_CHUNK = 1 << 20
+#: Most bytes one os.sendfile call may send before the driver yields to the loop: a reader as
+#: fast as loopback never makes the socket block, so without a bound one transfer would starve
+#: every other connection. 4 MiB is the largest socket send buffer here (net.ipv4.tcp_wmem).
+SENDFILE_SLICE = 4 << 20
 
 
 class Driver(asyncio.Protocol):
@@ -175,6 +183,11 @@ class Driver(asyncio.Protocol):
                 return
             except (NotImplementedError, AttributeError, asyncio.SendfileNotAvailableError):
                 self.hub.zero_copy = False
+        if self.hub.raw_sendfile:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                await self._sendfile_on_socket(sock.fileno(), action)
+                return
         fd = action.file.fileno()
         offset, remaining = action.offset, action.count
         while remaining and not self.closed:
@@ -187,6 +200,69 @@ class Driver(asyncio.Protocol):
             if self.paused_writing:
                 self.drain = loop.create_future()
                 await self.drain
+
+    async def _sendfile_on_socket(self, fd: int, action: SendFile) -> None:
+        """Zero-copy on a loop without ``sendfile`` (uvloop): os.sendfile on the transport's socket.
+
+        The transport's own buffer (the answer's header line) must reach the socket first, or the
+        body would overtake it; while the file goes out nothing else is written, because the
+        driver holds later actions until this one is done.
+        """
+        await self._flush_transport()
+        loop = self.hub.loop
+        in_fd = action.file.fileno()
+        offset, remaining = action.offset, action.count
+        watch = -1  # a dup of the socket's descriptor, watched for writability
+        try:
+            while remaining and not self.closed:
+                try:
+                    sent = os.sendfile(fd, in_fd, offset, min(remaining, SENDFILE_SLICE))
+                except BlockingIOError:
+                    sent = -1
+                if sent == 0:
+                    raise ConnectionError("file shrank while being sent")
+                if sent > 0:
+                    offset += sent
+                    remaining -= sent
+                    if not remaining:
+                        break
+                if watch < 0:
+                    watch = os.dup(fd)
+                # Wait until the socket takes more (or, after a full slice, just let others run).
+                self.drain = loop.create_future()
+                loop.add_writer(watch, _settle, self.drain)
+                try:
+                    await self.drain
+                finally:
+                    loop.remove_writer(watch)
+        finally:
+            if watch >= 0:
+                os.close(watch)
+
+    async def _flush_transport(self) -> None:
+        """Wait until the transport has handed every buffered byte to the kernel."""
+        transport = self.transport
+        if not transport.get_write_buffer_size():
+            return
+        # With a high-water mark of 0 the transport pauses us at once and resumes us (our
+        # resume_writing settles self.drain) exactly when its buffer is empty.
+        transport.set_write_buffer_limits(high=0, low=0)
+        try:
+            for _ in range(1000):  # bounded: each turn waits for a resume_writing or the close
+                if self.closed or not transport.get_write_buffer_size():
+                    return
+                self.drain = self.hub.loop.create_future()
+                if not self.paused_writing:
+                    self.drain.set_result(None)
+                    await asyncio.sleep(0.001)
+                    continue
+                await self.drain
+            if not self.closed and transport.get_write_buffer_size():
+                # Sending now would put the body ahead of bytes still buffered: end this client.
+                raise ConnectionError("the transport's buffer did not drain before a file send")
+        finally:
+            if not self.closed:
+                transport.set_write_buffer_limits(high=HIGH_WATER)
 
     def _close_gracefully(self) -> None:
         self.pending.clear()
@@ -234,7 +310,11 @@ class Hub:
         self.loop = loop
         self.drivers: set[Driver] = set()
         self.accepting = True
-        self.zero_copy = hasattr(loop, "sendfile") and "uvloop" not in type(loop).__module__
+        # TLS encrypts in user space: there is nothing to send zero-copy.
+        self.zero_copy = (hasattr(loop, "sendfile") and "uvloop" not in type(loop).__module__
+                          and server.limits.tls is None)
+        #: No loop.sendfile (uvloop) and no TLS: the driver calls os.sendfile itself.
+        self.raw_sendfile = not self.zero_copy and server.limits.tls is None and hasattr(os, "sendfile")
 
     def sweep(self, period: float) -> None:
         """Close connections silent for the idle timeout: an attribute store per message, not a timer."""
@@ -267,10 +347,16 @@ async def serve_async(server: Server) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+    loop.set_exception_handler(_quiet_accept_errors(server))
+    for _ in range(server.stop.requested):
+        on_signal()  # a signal that came while the loop was starting must not be lost
     servers = []
     for listener in server.listeners:
         listener.setblocking(False)
-        servers.append(await loop.create_server(lambda: Driver(hub), sock=listener, backlog=BACKLOG))
+        servers.append(await loop.create_server(lambda: Driver(hub), sock=listener, backlog=BACKLOG,
+                                                ssl=server.limits.tls,
+                                                ssl_handshake_timeout=server.limits.request_timeout
+                                                if server.limits.tls else None))
     period = min(1.0, max(0.05, min(server.limits.idle_timeout, server.limits.request_timeout) / 4))
 
     async def sweeper() -> None:
@@ -294,6 +380,26 @@ async def serve_async(server: Server) -> None:
             driver.transport.abort()
     sweeping.cancel()
     await asyncio.sleep(0)
+
+
+def _settle(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _quiet_accept_errors(server: Server):
+    """Out of descriptors, asyncio's accept loop retries up to the backlog size and logs a traceback
+    each time (thousands of lines a second); log one line a second instead, like the other models."""
+    throttle = AcceptThrottle(server.log)
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and "accept" in context.get("message", ""):
+            throttle.failed(exc)
+            return
+        loop.default_exception_handler(context)
+
+    return handle
 
 
 def run(server: Server, use_uvloop: bool) -> None:

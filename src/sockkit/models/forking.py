@@ -68,7 +68,7 @@ def _child(server: Server, sock, peer) -> None:
     """In the child: serve one client, then leave without running the parent's cleanup."""
     status = 0
     try:
-        die_with_parent()
+        die_with_parent(parent=server.pid)
         for listener in server.listeners:
             listener.close()
         tracker = Tracker()

@@ -29,7 +29,7 @@ RESTART_BACKOFF = 1.0
 def _worker(server: Server, index: int) -> None:
     status = 0
     try:
-        die_with_parent()
+        die_with_parent(parent=server.pid)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         server.stop.close()
         if index == 0:
@@ -38,6 +38,8 @@ def _worker(server: Server, index: int) -> None:
             for listener in server.listeners:
                 listener.close()
             listeners = [open_listener(host, port, reuse_port=True) for host, port in server.addresses]
+        # --max-connections applies per worker, as nginx's worker_connections does: the kernel
+        # spreads clients unevenly, so a split limit would turn clients away while a worker idles.
         worker = Server(server.service, listeners, server.limits, server.log, StopSignal())
         if event_loop.uvloop_available():
             event_loop.run(worker, use_uvloop=True)

@@ -21,7 +21,7 @@ from collections import deque
 
 from sockkit.lifecycle import peer_of
 from sockkit.models.accept import AcceptThrottle, refuse
-from sockkit.models.blocking import LINGER_SECONDS
+from sockkit.models.blocking import LINGER_BYTES, LINGER_SECONDS
 from sockkit.models.settings import HIGH_WATER, RECV_SIZE, Server
 from sockkit.net import tune_accepted
 from sockkit.services.actions import Close, Send, SendFile, Wait
@@ -45,10 +45,12 @@ class Channel:
         "file",
         "held",
         "last_seen",
+        "linger_budget",
         "linger_until",
         "mask",
         "outbox",
         "pending_request",
+        "queued",
         "request_began",
         "sock",
     )
@@ -58,6 +60,7 @@ class Channel:
         self.fd = sock.fileno()
         self.conn = conn
         self.outbox: deque = deque()
+        self.queued = 0  # bytes of the Send actions waiting in outbox (they count toward HIGH_WATER)
         self.buffer = bytearray()
         self.file: SendFile | None = None  # the file being sent, with offset/count still to go
         self.held = False  # a Wait is running
@@ -65,6 +68,7 @@ class Channel:
         self.mask = READ
         self.last_seen = now
         self.linger_until = 0.0
+        self.linger_budget = LINGER_BYTES  # input still discarded after our FIN before we give up
         self.pending_request = getattr(conn, "pending_request", None)
         self.request_began = 0.0  # when the unfinished request's first bytes came (0: none)
 
@@ -173,8 +177,10 @@ class SelectServer:
             return
         channel.last_seen = now
         if channel.closing:
-            if not data:
-                self._close(channel)  # lingering close finished: the peer has closed too
+            channel.linger_budget -= len(data)
+            if not data or channel.linger_budget < 0:
+                # Peer closed too (clean), or it keeps sending after our FIN: stop paying for it.
+                self._close(channel)
             return
         try:
             actions = channel.conn.receive(data)
@@ -207,6 +213,7 @@ class SelectServer:
     # -- carrying out actions --------------------------------------------------------------------
     def _enqueue(self, channel: Channel, actions: list, now: float) -> None:
         channel.outbox.extend(actions)
+        channel.queued += sum(len(action.data) for action in actions if type(action) is Send)
         self._pump(channel, now)
 
     def _pump(self, channel: Channel, now: float) -> None:
@@ -225,6 +232,7 @@ class SelectServer:
                 action = channel.outbox.popleft()
                 kind = type(action)
                 if kind is Send:
+                    channel.queued -= len(action.data)
                     channel.buffer += action.data
                 elif kind is SendFile:
                     channel.file = action
@@ -233,6 +241,7 @@ class SelectServer:
                     heapq.heappush(self.timers, (now + action.seconds, next(self.sequence), channel))
                 elif kind is Close:
                     channel.outbox.clear()
+                    channel.queued = 0
                     channel.outbox.append(action)  # stays queued until the buffer is flushed
                     if not channel.buffer and channel.file is None:
                         self._half_close(channel, now)
@@ -272,6 +281,7 @@ class SelectServer:
     def _half_close(self, channel: Channel, now: float) -> None:
         """FIN now, close when the peer's FIN arrives or after a short linger (no RST on our reply)."""
         channel.outbox.clear()
+        channel.queued = 0
         channel.closing = True
         channel.linger_until = now + LINGER_SECONDS
         try:
@@ -281,7 +291,8 @@ class SelectServer:
 
     def _watch(self, channel: Channel) -> None:
         wants_write = bool(channel.buffer) or channel.file is not None
-        backed_up = len(channel.buffer) > HIGH_WATER or len(channel.outbox) > MAX_QUEUED_ACTIONS
+        backed_up = (len(channel.buffer) + channel.queued > HIGH_WATER
+                     or len(channel.outbox) > MAX_QUEUED_ACTIONS)
         mask = (WRITE if wants_write else 0) | (0 if backed_up and not channel.closing else READ)
         if mask == channel.mask:
             return

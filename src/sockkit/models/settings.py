@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from dataclasses import dataclass, field
 
 from sockkit.lifecycle import DEFAULT_DRAIN_SECONDS, Log, StopSignal
@@ -33,6 +34,8 @@ class Limits:
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)
     #: socketserver model: ForkingTCPServer instead of ThreadingTCPServer.
     fork: bool = False
+    #: Server-side TLS (``--tls-cert``/``--tls-key``); None: plain TCP.
+    tls: ssl.SSLContext | None = None
 
 
 @dataclass
@@ -42,3 +45,5 @@ class Server:
     limits: Limits
     log: Log
     stop: StopSignal
+    #: The process serving; forked children check it is still their parent (see die_with_parent).
+    pid: int = field(default_factory=os.getpid)

@@ -17,7 +17,7 @@ import threading
 import time
 
 from sockkit.lifecycle import peer_of
-from sockkit.models.accept import refuse
+from sockkit.models.accept import AcceptThrottle, refuse
 from sockkit.models.blocking import Tracker, serve_connection
 from sockkit.models.settings import Server
 
@@ -27,6 +27,7 @@ POLL_SECONDS = 0.2
 def _server_class(fork: bool, server: Server, tracker: Tracker):
     base = socketserver.ForkingTCPServer if fork else socketserver.ThreadingTCPServer
     limit = server.limits.max_connections
+    throttle = AcceptThrottle(server.log)
 
     class Wrapped(base):  # type: ignore[misc, valid-type]
         daemon_threads = True
@@ -45,6 +46,17 @@ def _server_class(fork: bool, server: Server, tracker: Tracker):
             self.socket.close()
             self.socket = listener
             self.address_family = listener.family
+
+        def get_request(self):
+            try:
+                return super().get_request()
+            except OSError as exc:
+                # socketserver retries a failed accept at once: out of descriptors, that is a busy
+                # loop. Back off (and log at most once a second) as the other models do.
+                pause = throttle.failed(exc)
+                if pause:
+                    time.sleep(pause)
+                raise
 
         def handle_error(self, request, client_address):
             pass  # one client's failure is that client's; serve_connection already closed it

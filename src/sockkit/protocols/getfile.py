@@ -145,6 +145,8 @@ def parse_request(line: bytes) -> Request:
     except UnicodeDecodeError:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "request is not valid UTF-8") from None
     verb, space, rest = text.partition(" ")
+    if text in ("LIST1", "TREE1"):
+        space = " "  # a person typing into `sockkit probe` may leave out the root's empty path
     if verb not in VERBS or not space:
         if "\x00" in text:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "NUL byte in path")

@@ -1,0 +1,158 @@
+"""One client connection speaking getfile protocol v1: connect (TLS, token), requests, answer lines.
+
+Rule: every answer line is bounded (``MAX_LINE``) and every read has a timeout, so a server that
+sends an endless line or nothing at all costs bounded memory and bounded time. Bytes that arrive
+after an answer line are kept in ``pending`` and handed to the body reader first.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+import time
+
+from sockkit.clients.connect import ConnectFailed, connect
+from sockkit.errors import (
+    ConnectError,
+    NoAnswer,
+    ProtocolViolation,
+    RemoteError,
+    TransferInterrupted,
+    printable,
+)
+from sockkit.protocols import getfile as wire
+
+#: How long to wait for the server to close after we half-close, when checking that nothing
+#: follows the last body (a correct server closes at once).
+DRAIN_SECONDS = 2.0
+
+
+class Session:
+    """A connected socket plus the bytes received but not yet consumed."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 30.0, token: str | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        try:
+            raw = connect(host, port, timeout)
+        except ConnectFailed as exc:
+            raise ConnectError(str(exc)) from None
+        self.tls = tls is not None
+        try:
+            self.sock = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
+        except ssl.SSLCertVerificationError as exc:
+            raw.close()
+            raise ConnectError(f"TLS to {host}:{port}: certificate not accepted ({exc.verify_message}); "
+                               "pass the server's CA with --cafile") from None
+        except (ssl.SSLError, OSError) as exc:
+            raw.close()
+            raise ConnectError(f"TLS handshake with {host}:{port} failed: "
+                               f"{getattr(exc, 'reason', None) or exc} (is the server started with TLS?)") from None
+        self.sock.settimeout(timeout)
+        self.pending = bytearray()
+        self.received_any = False
+        self.unanswered_auth = False
+        if token:
+            self.send(wire.format_request(wire.Auth(token)))
+            self.unanswered_auth = True
+
+    # -- context manager ---------------------------------------------------------------------
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # -- sending -------------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise TransferInterrupted(f"the server closed the connection ({errno.errorcode.get(exc.errno or 0, exc)})"
+                                      ) from exc
+
+    def request(self, request: wire.Request) -> None:
+        self.send(wire.format_request(request))
+
+    # -- receiving -----------------------------------------------------------------------------
+    def _fill(self, what: str) -> None:
+        """More bytes into ``pending``. ``what`` (raw: it may hold a server-supplied path) is escaped
+        only when it goes into a message, so the common path pays nothing for it."""
+        self.sock.settimeout(self.timeout)
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except TimeoutError:
+            raise TransferInterrupted(
+                f"no answer from the server within {self.timeout:g} s ({printable(what)})") from None
+        except OSError as exc:
+            raise TransferInterrupted(f"the server reset the connection ({printable(what)})") from exc
+        if not chunk:
+            if self.received_any:
+                raise TransferInterrupted(f"the server closed the connection ({printable(what)})")
+            hint = "" if self.tls else "; if it serves TLS use --tls, if it is the chapter's server use --legacy"
+            raise NoAnswer(f"the server closed the connection without answering ({printable(what)}){hint}")
+        self.received_any = True
+        self.pending += chunk
+
+    def read_line(self, what: str = "waiting for an answer") -> bytes:
+        """One answer line without its newline; bounded by MAX_LINE."""
+        for _ in range(wire.MAX_LINE + 2):  # bounded: each turn adds at least one byte or raises
+            end = self.pending.find(b"\n", 0, wire.MAX_LINE)
+            if end >= 0:
+                line = bytes(self.pending[:end])
+                del self.pending[: end + 1]
+                return line.removesuffix(b"\r")
+            if len(self.pending) >= wire.MAX_LINE:
+                raise ProtocolViolation(f"the server sent a line longer than {wire.MAX_LINE} bytes ({printable(what)})")
+            self._fill(what)
+        raise ProtocolViolation("the server's answer never ended")
+
+    def answer(self, what: str, path: str | None = None) -> list[str]:
+        """The fields of the next ``OK1`` answer; an ``ERR1`` becomes RemoteError."""
+        if self.unanswered_auth:
+            self.unanswered_auth = False
+            self.answer("presenting the token")
+        line = self.read_line(what)
+        try:
+            parsed = wire.parse_answer(line)
+        except wire.ProtocolError:
+            raise ProtocolViolation(f"the server does not speak getfile v1 (it answered {printable(repr(line), 80)}"
+                                    f"; for the chapter's server use --legacy)") from None
+        if isinstance(parsed, wire.Error):
+            raise RemoteError(parsed.code.value, parsed.message, path)
+        return parsed
+
+    def take_pending(self, limit: int) -> memoryview:
+        """Up to ``limit`` already-received bytes (the start of a body), removed from ``pending``."""
+        count = min(limit, len(self.pending))
+        piece = memoryview(bytes(self.pending[:count]))
+        del self.pending[:count]
+        return piece
+
+    def expect_end(self) -> None:
+        """After the last answer: the server must send nothing more. Half-close and wait for its close.
+
+        Bytes before the close mean the server sent more than it announced: ProtocolViolation.
+        """
+        if self.pending:
+            raise ProtocolViolation(f"the server sent {len(self.pending)} bytes more than it announced")
+        if self.tls:
+            return  # a TLS half-close is not possible without ending the session; checked via pending only
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        deadline = time.monotonic() + min(DRAIN_SECONDS, self.timeout)
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(4096)
+            except (TimeoutError, OSError):
+                return
+            if not chunk:
+                return
+            raise ProtocolViolation("the server sent more than it announced")

@@ -1,0 +1,398 @@
+"""One getfile client's conversation: request lines in, answers and file bodies out.
+
+Rules:
+- Every request gets exactly one answer line (plus its body), in order; pipelined requests are
+  answered as they are read. After a fatal error (``bad-request``, ``too-long``, ``busy``,
+  ``auth-required``) nothing more is read and the connection closes.
+- ``receive`` never raises for anything a client sends: a service exception would cost the
+  client its connection without a reason.
+- What one connection can make the server hold is bounded: one partial request line of
+  ``MAX_LINE`` bytes, ``MAX_QUEUED_FILES`` open files handed to the model, ``MAX_BATCH_BYTES`` of
+  answers produced from one read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Callable
+
+from sockkit.protocols.getfile import (
+    FATAL,
+    MAX_LINE,
+    Auth,
+    ErrorCode,
+    FileHeader,
+    Get,
+    Legacy,
+    List,
+    ProtocolError,
+    Put,
+    Request,
+    Tree,
+    format_count,
+    format_error,
+    format_header,
+    parse_request,
+)
+from sockkit.services.actions import CLOSE, Action, Peer, Send, SendFile
+from sockkit.services.getfile.digest import is_digest
+from sockkit.services.getfile.listing import list_directory, list_tree
+from sockkit.services.getfile.root import Refused, refusal_for
+from sockkit.services.getfile.upload import Upload
+
+#: Bodies up to this size are read and sent with their header in one write (one syscall for
+#: small files instead of send + sendfile); larger ones go to the model as a zero-copy SendFile.
+INLINE_BODY = 64 * 1024
+#: Files handed to the model and not yet sent, per connection: bounds the descriptors a client
+#: pipelining many GET1s can pin. Past it: ``busy`` (a client keeps at most this many in flight).
+MAX_QUEUED_FILES = 32
+#: Answer bytes (listings, inline bodies) produced from one read: bounds the memory one read of
+#: pipelined requests can cost. Past it: ``busy``.
+MAX_BATCH_BYTES = 64 << 20
+#: Log lines per connection; past it refusals are counted and summed up in one line at close.
+MAX_LOG_LINES = 20
+
+
+class TrackedFile(io.FileIO):
+    """A file handed to the model, telling its connection when the model is done with it."""
+
+    def __init__(self, fd: int, on_close: Callable[[], None]) -> None:
+        super().__init__(fd, "rb", closefd=True)
+        self._on_close: Callable[[], None] | None = on_close
+
+    def close(self) -> None:
+        callback, self._on_close = self._on_close, None
+        try:
+            super().close()
+        finally:
+            if callback is not None:
+                callback()
+
+
+class GetfileConnection:
+    """Sans-IO: bytes in, actions out; filesystem work goes through the service's ServedRoot."""
+
+    __slots__ = ("authed", "batch_bytes", "buffer", "done", "first", "logged", "peer", "queued", "service", "slot",
+                 "upload")
+
+    def __init__(self, service, peer: Peer) -> None:
+        self.service = service
+        self.peer = peer
+        self.buffer = bytearray()
+        self.upload: Upload | None = None
+        self.authed = service.token is None
+        self.first = True  # no request seen yet: a bare path here is the chapter's protocol
+        self.done = False  # a Close was issued: nothing more is read
+        self.queued = 0  # files (and an upload) this connection holds a transfer slot for
+        self.slot = None
+        self.batch_bytes = 0
+        self.logged = 0
+
+    # -- the Connection protocol ------------------------------------------------------------------
+    def start(self) -> list[Action]:
+        return []
+
+    def pending_request(self) -> bool:
+        """Part of a request line is here and its newline is not (models enforce the deadline).
+
+        An upload body in progress is not a pending request: its pace is the idle timeout's
+        business, or a large upload would be cut off by the request deadline.
+        """
+        return bool(self.buffer) and self.upload is None and not self.done
+
+    def receive(self, data: bytes) -> list[Action]:
+        """Answers to the requests ``data`` completes; ``b""`` means the client closed its side."""
+        if self.done:
+            return []
+        actions: list[Action] = []
+        self.batch_bytes = 0
+        try:
+            if not data:
+                self._at_end(actions)
+                return actions
+            view = memoryview(data)
+            if self.upload is not None and not self.buffer:
+                # The bulk of an upload skips the line buffer: no copy of the body.
+                take = min(len(view), self.upload.wanted)
+                self._feed_upload(view[:take], actions)
+                view = view[take:]
+            if view:
+                self.buffer += view
+            self._drain(actions)
+        except Exception as exc:  # a bug here must still answer the client, not kill the connection silently
+            self._log(f"internal error: {exc!r}")
+            actions.append(Send(format_error(ErrorCode.INTERNAL, "server error; see the server's log")))
+            self._finish(actions)
+        return actions
+
+    def close(self) -> None:
+        if self.logged > MAX_LOG_LINES and self.service.log is not None:
+            self.service.log(f"getfile {self.peer.host}:{self.peer.port}: {self.logged - MAX_LOG_LINES} more "
+                             "refusals on this connection were not logged")
+        if self.upload is not None:
+            upload, self.upload = self.upload, None
+            upload.abort()
+        self._release_slot()
+
+    # -- reading requests -------------------------------------------------------------------------
+    def _drain(self, actions: list[Action]) -> None:
+        """Answer every complete request in the buffer, feeding upload bodies as they come."""
+        buffer = self.buffer
+        while buffer and not self.done:
+            if self.upload is not None:
+                # A copy (only of body bytes that came in the same read as the PUT1 line): no view
+                # of the buffer may outlive this call, or resizing it would fail.
+                take = min(len(buffer), self.upload.wanted)
+                chunk = bytes(buffer[:take])
+                del buffer[:take]
+                self._feed_upload(memoryview(chunk), actions)
+                continue
+            end = buffer.find(b"\n", 0, MAX_LINE)
+            if end < 0:
+                if len(buffer) >= MAX_LINE:
+                    self._refuse(actions, ErrorCode.TOO_LONG, f"request line longer than {MAX_LINE} bytes",
+                                 "request", legacy=self.first and not buffer.startswith(_VERBS))
+                return
+            line = bytes(buffer[:end + 1])
+            del buffer[:end + 1]
+            self._answer_line(line, actions)
+
+    def _at_end(self, actions: list[Action]) -> None:
+        """The client closed its side: a last line without a newline is still a request (a
+        chapter client may send the path and shut down), then we close too."""
+        if self.upload is not None:
+            self._log(f"upload of {self.upload.shown!r} abandoned after {self.upload.received} of "
+                      f"{self.upload.size} bytes")
+            upload, self.upload = self.upload, None
+            upload.abort()
+            self._release_if_idle()
+        elif self.buffer and len(self.buffer) < MAX_LINE:
+            line, self.buffer = bytes(self.buffer), bytearray()
+            self._answer_line(line, actions)
+        self._finish(actions)
+
+    def _finish(self, actions: list[Action]) -> None:
+        if not self.done:
+            self.done = True
+            self.buffer.clear()
+            actions.append(CLOSE)
+
+    def _answer_line(self, line: bytes, actions: list[Action]) -> None:
+        first, self.first = self.first, False
+        try:
+            request = parse_request(line)
+        except ProtocolError as exc:
+            self._refuse(actions, exc.code, exc.message, "request", legacy=first and not line.startswith(_VERBS))
+            return
+        if isinstance(request, Legacy):
+            if not first:
+                self._refuse(actions, ErrorCode.BAD_REQUEST,
+                             "unknown request; expected GET1, LIST1, TREE1, PUT1 or AUTH1", "request")
+                return
+            self._serve_legacy(request, actions)
+            return
+        if isinstance(request, Auth):
+            self._authenticate(request, actions)
+            return
+        if not self.authed:
+            self._refuse(actions, ErrorCode.AUTH_REQUIRED, "this server needs a token: send AUTH1 TOKEN first",
+                         _describe(request))
+            return
+        try:
+            if isinstance(request, Get):
+                self._serve_get(request, actions)
+            elif isinstance(request, List | Tree):
+                self._serve_listing(request, actions)
+            elif isinstance(request, Put):
+                self._begin_upload(request, actions)
+        except Refused as refused:
+            self._refuse(actions, refused.code, refused.message, _describe(request))
+
+    def _refuse(self, actions: list[Action], code: ErrorCode, message: str, what: str, legacy: bool = False) -> None:
+        self._log(f"refused {what}: {code.value}: {message}")
+        if legacy:
+            self._finish(actions)  # the chapter's client stores whatever arrives: send it nothing
+            return
+        actions.append(Send(format_error(code, message)))
+        if code in FATAL:
+            self._finish(actions)
+
+    def _log(self, text: str) -> None:
+        log = self.service.log
+        if log is None:
+            return
+        if self.logged >= MAX_LOG_LINES:
+            self.logged += 1  # a client sending thousands of bad requests must not flood the log
+            return
+        self.logged += 1
+        log(f"getfile {self.peer.host}:{self.peer.port}: {text}")
+
+    # -- answers ---------------------------------------------------------------------------------
+    def _authenticate(self, request: Auth, actions: list[Action]) -> None:
+        if self.service.check_token(request.token):
+            self.authed = True
+            actions.append(Send(format_count(0)))
+            return
+        self._refuse(actions, ErrorCode.AUTH_REQUIRED, "wrong token", "AUTH1")
+
+    def _serve_get(self, request: Get, actions: list[Action]) -> None:
+        fd = self.service.root.open_file(request.path)
+        try:
+            info = os.fstat(fd)
+            digest = self.service.digests.digest(fd, info)
+            size = info.st_size
+            offset = request.offset
+            if (request.version is not None and request.version != digest) or offset > size:
+                offset = 0  # the client's partial copy is of another version (or longer): start over
+            header = format_header(FileHeader(size, offset, info.st_mtime_ns, digest))
+            count = size - offset
+            if count <= INLINE_BODY:
+                body = os.pread(fd, count, offset) if count else b""
+                if len(body) != count:
+                    raise Refused(ErrorCode.INTERNAL, f"{request.path} shrank while being read; try again")
+                os.close(fd)
+                fd = -1
+                self._charge(len(header) + count)
+                actions.append(Send(header + body))
+                return
+            file = self._hand_over(fd)
+            fd = -1
+        except OSError as exc:
+            raise Refused(ErrorCode.INTERNAL, f"cannot read {request.path}: {exc.strerror}") from None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        actions.append(Send(header))
+        actions.append(SendFile(file, offset, count))
+
+    def _serve_legacy(self, request: Legacy, actions: list[Action]) -> None:
+        """The chapter's protocol: raw bytes of the file, then end of stream; errors: no bytes."""
+        path = request.path.removesuffix("\r")
+        if not self.authed:
+            self._refuse(actions, ErrorCode.AUTH_REQUIRED, "this server needs a token", f"legacy {path!r}",
+                         legacy=True)
+            return
+        # The chapter's own session names files with Windows separators (testdir\python15.lib).
+        path = path.replace("\\", "/")
+        try:
+            fd = self.service.root.open_file(path)
+            try:
+                size = os.fstat(fd).st_size
+                file = self._hand_over(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+        except Refused as refused:
+            self._refuse(actions, refused.code, refused.message, f"legacy {path!r}", legacy=True)
+            return
+        except OSError as exc:
+            self._refuse(actions, ErrorCode.INTERNAL, exc.strerror or "error", f"legacy {path!r}", legacy=True)
+            return
+        actions.append(SendFile(file, 0, size))
+        self._finish(actions)
+
+    def _serve_listing(self, request: List | Tree, actions: list[Action]) -> None:
+        shown = request.path or "."
+        with self.service.root.open_directory(request.path) as walk:
+            try:
+                answer = list_directory(walk, shown) if isinstance(request, List) else list_tree(walk, shown)
+            except OSError as exc:  # the directory vanished or descriptors ran out mid-listing
+                raise refusal_for(exc, shown) from None
+        self._charge(len(answer))
+        actions.append(Send(answer))
+
+    def _begin_upload(self, request: Put, actions: list[Action]) -> None:
+        if not self.service.allow_upload:
+            raise Refused(ErrorCode.UPLOAD_DISABLED, "this server does not accept uploads (start it with "
+                                                     "--allow-upload)")
+        if not is_digest(request.digest):
+            self._refuse(actions, ErrorCode.BAD_REQUEST, "PUT1 digest must be xxh3-128:<32 hex digits>", "PUT1")
+            return
+        self._take_slot()
+        try:
+            self.upload = Upload(self.service.root, request)
+        except BaseException:
+            self._release_if_idle()
+            raise
+        self.queued += 1
+        actions.append(Send(format_count(0)))
+        if request.size == 0:
+            self._complete_upload(actions)
+
+    def _feed_upload(self, data: memoryview, actions: list[Action]) -> None:
+        self.upload.feed(data)
+        if self.upload.wanted == 0:
+            self._complete_upload(actions)
+
+    def _complete_upload(self, actions: list[Action]) -> None:
+        upload, self.upload = self.upload, None
+        answer = upload.finish()
+        if answer.startswith(b"ERR1"):
+            self._log(f"refused PUT1 {upload.shown!r}: {answer[5:].decode(errors='replace').strip()}")
+        self.queued -= 1
+        self._release_if_idle()
+        actions.append(Send(answer))
+
+    # -- bounds and transfer slots ----------------------------------------------------------------
+    def _charge(self, size: int) -> None:
+        self.batch_bytes += size
+        if self.batch_bytes > MAX_BATCH_BYTES:
+            raise Refused(ErrorCode.BUSY, "too many answers requested at once; wait for answers before "
+                                          "sending more requests")
+
+    def _take_slot(self) -> None:
+        if self.queued >= MAX_QUEUED_FILES:
+            raise Refused(ErrorCode.BUSY, f"more than {MAX_QUEUED_FILES} transfers in flight on one connection; "
+                                          "wait for answers before sending more requests")
+        if self.queued == 0 and self.slot is None:
+            try:
+                slot = self.service.slots.acquire()
+            except OSError:  # no descriptor left to take a slot with: as good as busy
+                slot = None
+            if slot is None:
+                raise Refused(ErrorCode.BUSY, f"server busy: {self.service.slots.limit} transfers running; "
+                                              "try again later")
+            self.slot = slot
+
+    def _hand_over(self, fd: int) -> TrackedFile:
+        """Wrap ``fd`` for the model, counting it against this connection's transfer slot."""
+        self._take_slot()
+        self.queued += 1
+        try:
+            return TrackedFile(fd, self._file_done)
+        except BaseException:
+            self.queued -= 1
+            self._release_if_idle()
+            raise
+
+    def _file_done(self) -> None:
+        self.queued -= 1
+        self._release_if_idle()
+
+    def _release_if_idle(self) -> None:
+        if self.queued <= 0:
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            with contextlib.suppress(Exception):
+                slot.release()
+
+
+_VERBS = (b"GET1 ", b"LIST1 ", b"TREE1 ", b"PUT1 ", b"AUTH1 ")
+
+
+def _describe(request: Request) -> str:
+    """A request for the log (paths shown as the client gave them; the log escapes controls)."""
+    if isinstance(request, Get):
+        return f"GET1 {request.path!r}"
+    if isinstance(request, List):
+        return f"LIST1 {request.path!r}"
+    if isinstance(request, Tree):
+        return f"TREE1 {request.path!r}"
+    if isinstance(request, Put):
+        return f"PUT1 {request.path!r}"
+    return type(request).__name__

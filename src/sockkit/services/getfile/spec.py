@@ -1,0 +1,64 @@
+"""Command-line face of the getfile service (glue: it may read the clock and the environment).
+
+Exposure: ``sockkit serve`` itself refuses a non-loopback bind with neither TLS nor a token unless
+``--insecure`` is given; it looks at ``args.token``, which ``build`` fills from ``$SOCKKIT_TOKEN``
+when ``--token`` is absent, so a token from the environment counts too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from sockkit.catalog import ServiceSpec
+from sockkit.lifecycle import Log, printable
+from sockkit.protocols.getfile import DEFAULT_PORT
+from sockkit.services.getfile.digest import DigestCache
+from sockkit.services.getfile.root import ServedRoot
+from sockkit.services.getfile.service import DEFAULT_MAX_TRANSFERS, GetfileService
+from sockkit.services.getfile.slots import LocalSlots, make_slots
+
+TOKEN_ENV = "SOCKKIT_TOKEN"
+#: Chosen by measurement (docs/getfile-server.md): a thread per client matches the event loops'
+#: throughput (zero-copy ``socket.sendfile``) and, unlike them, keeps blocking filesystem work --
+#: hashing a cold 1 GiB file, fsyncing an upload -- from stalling every other client (worst small
+#: GET during a cold digest: ~2 ms vs 230-450 ms under select/asyncio). uvloop has no sendfile.
+DEFAULT_MODEL = "thread"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default=".", metavar="DIR",
+                        help="directory whose regular files are served (default: the current directory)")
+    parser.add_argument("--allow-upload", action="store_true",
+                        help="accept PUT1 uploads into the root (never overwriting unless the client asks)")
+    parser.add_argument("--token", default=None, metavar="TOKEN",
+                        help=f"require clients to present this shared token first (default: ${TOKEN_ENV} if set)")
+    parser.add_argument("--max-transfers", type=int, default=DEFAULT_MAX_TRANSFERS, metavar="N",
+                        help="file transfers at once across the whole server; more are answered 'busy' "
+                             f"(default {DEFAULT_MAX_TRANSFERS}; 0: no limit)")
+
+
+def build(args: argparse.Namespace) -> GetfileService:
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    if args.max_transfers < 0:
+        raise ValueError("--max-transfers must be zero (no limit) or more")
+    args.token = token  # serve's exposure rule reads args.token
+    root = ServedRoot(args.root)
+    log = Log(quiet=args.quiet)
+    slots = make_slots(args.max_transfers)
+    if isinstance(slots, LocalSlots):
+        log.line("getfile: OFD locks unavailable: --max-transfers applies per process")
+
+    def log_refusal(text: str) -> None:
+        log.line(f"{printable(text)} at {time.ctime()}")
+
+    print(f"getfile: serving {printable(os.path.abspath(args.root))} (uploads {'on' if args.allow_upload else 'off'}"
+          f", token {'required' if token else 'off'}, at most {args.max_transfers or 'unlimited'} transfers)",
+          flush=True)
+    return GetfileService(root, allow_upload=args.allow_upload, token=token, slots=slots,
+                          digests=DigestCache(clock=time.time), log=log_refusal)
+
+
+SPEC = ServiceSpec(name="getfile", help="serve files under a root directory (getfile protocol v1 and the chapter's)",
+                   default_port=DEFAULT_PORT, add_arguments=add_arguments, build=build, default_model=DEFAULT_MODEL)

@@ -1,0 +1,113 @@
+"""The client against a failing disk: full (small tmpfs), read-only, permission denied, EIO on fsync.
+
+These need root (mount, setpriv, strace); each skips with the reason when that is not available.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sockkit.clients import getfile
+from sockkit.errors import DestinationError, NotEnoughSpace, describe
+from tests.clients.fake_getfile_server import FakeServer
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def mount_tmpfs(path: Path, options: str) -> None:
+    path.mkdir(exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a 2 MiB download cannot fit."""
+    mount = tmp_path / "small"
+    mount_tmpfs(mount, "size=1m")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    mount = tmp_path / "ro"
+    mount_tmpfs(mount, "size=1m,ro")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_too_big_for_the_disk_is_refused_up_front(small_disk):
+    with FakeServer({"big": os.urandom(2 * 1024 * 1024)}) as fake, pytest.raises(NotEnoughSpace) as caught:
+        getfile.download("big", port=fake.port, dest=small_disk)
+    assert "not enough space" in describe(caught.value)
+    assert list(small_disk.iterdir()) == []
+
+
+def test_disk_filling_up_during_the_download(small_disk):
+    """ENOSPC halfway: one clear line, no final file, the part kept for a resume."""
+    data = os.urandom(600 * 1024)
+
+    def fill_the_disk(progress: getfile.Progress) -> None:
+        filler = small_disk / "filler"
+        if not filler.exists():
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+            with contextlib.suppress(OSError):  # it fills what is left, then hits ENOSPC itself
+                os.write(fd, b"\0" * (1024 * 1024))
+            os.close(fd)
+
+    with FakeServer({"f": data}) as fake, pytest.raises(DestinationError, match="disk full"):
+        getfile.download("f", port=fake.port, dest=small_disk, progress=fill_the_disk)
+    assert not (small_disk / "f").exists()
+    assert any(p.name.endswith(".part") for p in small_disk.iterdir())
+
+
+def test_read_only_destination(read_only_disk):
+    with FakeServer({"f": b"data"}) as fake, pytest.raises(DestinationError, match="read-only"):
+        getfile.download("f", port=fake.port, dest=read_only_disk)
+
+
+def test_permission_denied(tmp_path):
+    """As an unprivileged user (root ignores permissions), writing into a root-owned directory fails clearly."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run the client as nobody")
+    target = tmp_path / "locked"
+    target.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    probe = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                            "import sockkit"], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("user nobody cannot read the source tree or the interpreter")
+    with FakeServer({"f": b"data"}) as fake:
+        done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable,
+                               "-m", "sockkit", "get", "f", "--port", str(fake.port), "-o", str(target)],
+                              env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("sockkit get: ")
+    assert "permission denied" in done.stderr
+    assert list(target.iterdir()) == []
+
+
+def test_eio_on_fsync_leaves_no_final_file(tmp_path):
+    """strace makes every fsync fail with EIO: the file must not get its final name."""
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed")
+    with FakeServer({"f": b"data" * 1000}) as fake:
+        done = subprocess.run(["strace", "-f", "-o", "/dev/null", "-e", "trace=fsync", "-e", "inject=fsync:error=EIO",
+                               sys.executable, "-m", "sockkit", "get", "f", "--port", str(fake.port), "-o",
+                               str(tmp_path)], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True,
+                              timeout=60)
+    if "ptrace" in done.stderr and done.returncode != 1:
+        pytest.skip(f"strace cannot trace here: {done.stderr.strip()[:200]}")
+    assert done.returncode == 1, done.stderr
+    assert "input/output error" in done.stderr
+    assert not (tmp_path / "f").exists()
