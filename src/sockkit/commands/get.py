@@ -33,6 +33,11 @@ def parse_rate(text: str) -> float:
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=getfile.DEFAULT_HOST, help="server (default %(default)s)")
     parser.add_argument("--port", type=int, default=getfile.DEFAULT_PORT, help="port (default %(default)s)")
+    add_session_arguments(parser)
+
+
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    """--timeout, --token, --tls, --cafile: shared by get/ls/put and the GUI."""
     parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                         help="give up on a silent server after this long (default %(default)s)")
     parser.add_argument("--token", default=os.environ.get("SOCKKIT_TOKEN"),

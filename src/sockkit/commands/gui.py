@@ -6,10 +6,9 @@ Tk is imported only when one of these runs, so the other commands start as fast 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from sockkit.commands.get import parse_rate
+from sockkit.commands.get import add_session_arguments, parse_rate
 
 
 def register(subparsers) -> None:
@@ -29,12 +28,7 @@ def register(subparsers) -> None:
     gui.add_argument("--subprocess", action="store_true",
                      help="run each download as a `sockkit get` command line instead of a function call")
     gui.add_argument("--limit-rate", type=parse_rate, metavar="RATE", help="at most RATE bytes/s (500K, 10M)")
-    gui.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                     help="give up on a silent server after this long (default %(default)s)")
-    gui.add_argument("--token", default=os.environ.get("SOCKKIT_TOKEN"),
-                     help="shared token the server requires (default: $SOCKKIT_TOKEN)")
-    gui.add_argument("--tls", action="store_true", help="connect with TLS (the certificate is verified)")
-    gui.add_argument("--cafile", metavar="PEM", help="trust this CA / self-signed certificate (implies --tls)")
+    add_session_arguments(gui)
     gui.add_argument("--status-file", metavar="PATH",
                      help="append the window's events to PATH, one JSON object per line (for tests and scripts)")
     gui.set_defaults(handler=run_gui)
