@@ -13,6 +13,7 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -302,3 +303,20 @@ def sigterm_transfer(model: str, scale: Scale) -> Row:
     return Row("sigterm-transfer", model, f"in-flight transfer complete {identical}; new connection refused {refused}; "
                                           f"server exit {code}" + ("" if ok else _said(err)), ok)
 
+
+
+@scenario("fuzz", "atheris (coverage-guided) feeds random bytes, cut at random, to a getfile connection for 20 s "
+          "(long: 300 s): no exception, no byte of the secret, nothing left open", ["sans-IO"])
+def fuzz(model: str, scale: Scale) -> Row:
+    try:
+        import atheris  # noqa: F401
+    except ImportError:
+        return skip("fuzz", model, "atheris not installed (pip install atheris)")
+    seconds = scale.pick(20, 300)
+    with tempfile.TemporaryDirectory(prefix="sockkit-fuzz-") as work:
+        done = subprocess.run([sys.executable, "-m", "reliability.fuzz_getfile", str(seconds), work],
+                              capture_output=True, text=True, timeout=seconds + 120)
+    runs = next((line.split()[1] for line in done.stderr.splitlines() if line.startswith("Done ")), "0")
+    failure = next((line for line in done.stderr.splitlines() if "Error" in line or "assert" in line.lower()), "")
+    figure = f"{int(runs):,} inputs in {seconds} s, exit {done.returncode}" + (f"; {failure[:100]}" if failure else "")
+    return Row("fuzz", model, figure, done.returncode == 0)
