@@ -340,12 +340,19 @@ def sigterm(model: str, scale: Scale) -> Row:
 def parent_killed(model: str, scale: Scale) -> Row:
     extra = ["--workers", "4"] if model == "pool" else []  # a worker per held client
     server = start_server("echo", "--model", model, "--port", "0", "--quiet", *extra)
-    if model == "prefork":
-        wait_for_workers(server, PREFORK_WORKERS)
-    # Sequential serves one client at a time: keep only one connection open there.
-    clients = [connect(server.port) for _ in range(1 if model == "sequential" else 3)]
-    for sock in clients:
-        round_trip(sock)
+    clients: list[socket.socket] = []
+    try:
+        if model == "prefork":
+            wait_for_workers(server, PREFORK_WORKERS)
+        # Sequential serves one client at a time: keep only one connection open there.
+        clients = [connect(server.port) for _ in range(1 if model == "sequential" else 3)]
+        for sock in clients:
+            round_trip(sock)
+    except BaseException:
+        server.kill()  # a failed set-up must not leave the server running
+        for sock in clients:
+            sock.close()
+        raise
     kids = server.note_children()
     os.kill(server.pid, signal.SIGKILL)
     server.proc.wait()
