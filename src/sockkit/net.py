@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import socket
 from collections.abc import Iterable
 
@@ -80,7 +81,13 @@ def address_text(sock: socket.socket) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """Only this machine can reach ``host``: ``localhost`` or a loopback address (127/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '' and names other than localhost may reach other machines
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import ssl
 import sys
 
@@ -16,7 +15,7 @@ from sockkit.models.settings import (
     Limits,
     Server,
 )
-from sockkit.net import BindError, address_text, open_listeners
+from sockkit.net import BindError, address_text, is_loopback, open_listeners
 from sockkit.procs import keep_receive_buffers_on_heap
 
 # Service names are listed eagerly for argparse; their modules load only when chosen.
@@ -82,15 +81,6 @@ def tls_context(args: argparse.Namespace, model: str) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"cannot load TLS certificate/key: {exc}") from None
     return context
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # '' and names other than localhost may reach other machines
 
 
 def run(args: argparse.Namespace) -> int:

@@ -137,7 +137,7 @@ def handshake(sock: socket.socket, limits: Limits) -> socket.socket:
         raise
 
 
-def run_actions(sock: socket.socket, actions: list, tracker: Tracker | None = None) -> bool:
+def run_actions(sock: socket.socket, actions: list, tracker: Tracker) -> bool:
     """Carry out ``actions`` in order; False once the connection was closed."""
     for action in actions:
         kind = type(action)
@@ -147,10 +147,8 @@ def run_actions(sock: socket.socket, actions: list, tracker: Tracker | None = No
             send_file(sock, action)
         elif kind is Wait:
             # Only this client's thread or process waits; a second signal cuts the wait short.
-            if tracker is not None and tracker.hurry.wait(action.seconds):
+            if tracker.hurry.wait(action.seconds):
                 raise ConnectionAbortedError("server stopping")
-            if tracker is None:
-                time.sleep(action.seconds)
         elif kind is Close:
             linger_close(sock)
             return False
