@@ -69,7 +69,7 @@ def trickle(model: str, scale: Scale) -> Row:
     return Row("trickle", model, f"closed after {closed_after:.1f} s (deadline 1 s)", closed_after < 3.0)
 
 
-@scenario("long-line", "a line with no newline (up to 1 GiB sent) is refused at 1 MiB; server RSS grows < 32 MiB",
+@scenario("long-line", "a line with no newline (up to 1 GiB sent) is refused at 1 MiB; server PSS grows < 32 MiB",
           MODELS)
 def long_line(model: str, scale: Scale) -> Row:
     total = scale.pick(64 << 20, 1 << 30)
@@ -93,7 +93,7 @@ def long_line(model: str, scale: Scale) -> Row:
         peak = max(peak, rss_mib(server))
     growth = peak - base
     refused = sent < total
-    figure = f"accepted {sent >> 20} MiB of {total >> 20} MiB before close; RSS +{growth:.1f} MiB"
+    figure = f"accepted {sent >> 20} MiB of {total >> 20} MiB before close; PSS +{growth:.1f} MiB"
     if reply:
         said = reply.splitlines()[0][:40].decode(errors="replace")
         figure += f"; said {said!r}"
@@ -145,7 +145,7 @@ def never_reads(model: str, scale: Scale) -> Row:
         hog.close()
     growth = peak - base
     limit = 4.0 if model == "sequential" else 1.0  # sequential: served once the hog times out
-    figure = f"hog pushed {sent >> 20} MiB; RSS +{growth:.1f} MiB; canary answered in {waited:.2f} s"
+    figure = f"hog pushed {sent >> 20} MiB; PSS +{growth:.1f} MiB; canary answered in {waited:.2f} s"
     return Row("never-reads", model, figure, answered and growth < 32 and waited < limit)
 
 
@@ -170,7 +170,7 @@ def idle_flood(model: str, scale: Scale) -> Row:
             for sock in idle:
                 sock.close()
     ok = during <= max(3 * before, before + 2.0)
-    return Row("idle-flood", model, f"{count} idle: canary p99 {before:.2f} → {during:.2f} ms; server RSS "
+    return Row("idle-flood", model, f"{count} idle: canary p99 {before:.2f} → {during:.2f} ms; server PSS "
                                     f"{rss:.0f} MiB", ok)
 
 

@@ -14,7 +14,20 @@ def tree(server: RunningServer) -> list[int]:
 
 
 def rss_mib(server: RunningServer) -> float:
-    return sum(status_field(pid, "VmRSS") for pid in tree(server)) / 1024
+    """Memory of the whole process tree in MiB, as PSS: a forked child's pages shared with its
+    parent count once, not once per process (RSS counted a fresh fork child as +20 MiB)."""
+    return sum(_pss_kib(pid) for pid in tree(server)) / 1024
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return status_field(pid, "VmRSS")
 
 
 def snapshot(server: RunningServer) -> dict:
