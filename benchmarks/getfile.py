@@ -512,11 +512,14 @@ def curl_urls(urls: list[str], outputs: list[str], tmp: Path, *, parallel: bool 
     return argv
 
 
-def sockkit_get(remote: str, port: int, dest: str, *, recursive: bool = False, cert: Path | None = None) -> list[str]:
+def sockkit_get(remote: str, port: int, dest: str, *, recursive: bool = False, cert: Path | None = None,
+                durable: bool = True) -> list[str]:
     argv = [PYTHON, "-m", "sockkit", "get", remote, "--host", HOST, "--port", str(port), "-o", dest,
             "--progress", "none", "--force"]
     if recursive:
         argv.append("-r")
+    if not durable:
+        argv.append("--no-fsync")
     if cert:
         argv += ["--cafile", str(cert)]
     return argv
@@ -619,11 +622,9 @@ class Bench:
                     env=sockkit_env(), after=remove(dest))
 
         def sk_nosync(row: Row, server: Server) -> None:
-            row.note = "no fsync, verify"
-            env = sockkit_env()
-            env["SOCKKIT_NO_FSYNC"] = "1"
-            self.measure(row, server, lambda: [sockkit_get("big.bin", server.port, str(dest))], self.runs,
-                    env=env, after=remove(dest))
+            row.note = "--no-fsync, verify"
+            self.measure(row, server, lambda: [sockkit_get("big.bin", server.port, str(dest), durable=False)],
+                         self.runs, env=sockkit_env(), after=remove(dest))
 
         self.each(case, self.http_peers(), http, "MB/s", size)
         if "rsync" not in self.missing:
@@ -641,9 +642,9 @@ class Bench:
                                      skipped="the client has no switch to skip fsync"))
 
     def fsync_switch(self) -> bool:
-        """True when the client honours SOCKKIT_NO_FSYNC (added with the benchmark)."""
-        localfs = REPO / "src" / "sockkit" / "clients" / "localfs.py"
-        return localfs.exists() and "SOCKKIT_NO_FSYNC" in localfs.read_text()
+        """True when the client has ``--no-fsync`` (older checkouts being compared do not)."""
+        command = REPO / "src" / "sockkit" / "commands" / "get.py"
+        return command.exists() and "--no-fsync" in command.read_text()
 
     # -- N clients x 20 MiB
     def case_concurrent(self) -> None:

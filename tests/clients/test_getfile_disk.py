@@ -111,3 +111,38 @@ def test_eio_on_fsync_leaves_no_final_file(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "input/output error" in done.stderr
     assert not (tmp_path / "f").exists()
+
+
+def _sync_calls(argv: list[str], cwd: Path) -> list[str]:
+    """Run ``sockkit get`` under strace; the fsync/fdatasync/syncfs calls it made."""
+    trace = cwd / "strace.out"
+    done = subprocess.run(["strace", "-f", "-o", str(trace), "-e", "trace=fsync,fdatasync,syncfs",
+                           sys.executable, "-m", "sockkit", "get", *argv], env={**os.environ, "PYTHONPATH": SRC},
+                          capture_output=True, text=True, timeout=60)
+    if "ptrace" in done.stderr and done.returncode != 0:
+        pytest.skip(f"strace cannot trace here: {done.stderr.strip()[:200]}")
+    assert done.returncode == 0, done.stderr
+    return [line for line in trace.read_text().splitlines() if "sync(" in line]
+
+
+@pytest.mark.parametrize("recursive", [False, True])
+def test_no_fsync_skips_every_sync_and_still_verifies(tmp_path, recursive):
+    """--no-fsync: no fsync/syncfs at all, yet the file arrives complete under its final name;
+    without it, the same download syncs (so the strace check can see them)."""
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed")
+    files = {"d/a": b"alpha" * 5000, "d/b": b"beta" * 7000}
+    with FakeServer(files) as fake:
+        remote = ["d", "-r"] if recursive else ["d/a"]
+        for durable in (True, False):
+            out = tmp_path / ("durable" if durable else "fast")
+            out.mkdir()
+            flags = [] if durable else ["--no-fsync"]
+            calls = _sync_calls([*remote, "--port", str(fake.port), "-o", str(out), *flags], tmp_path)
+            got = out / "d" / "a" if recursive else out / "a"
+            assert got.read_bytes() == files["d/a"]
+            assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
+            if durable:
+                assert calls, "a durable download made no fsync (the check would prove nothing)"
+            else:
+                assert calls == []

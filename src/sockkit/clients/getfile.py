@@ -169,6 +169,8 @@ class Fetch:
     timeout: float
     #: None: fsync and rename now. A list: verified part names are appended; the caller renames later.
     deferred: list[str] | None = None
+    #: False (``--no-fsync``): still verified and renamed atomically, but not forced to disk.
+    durable: bool = True
 
 
 def read_header(session: Session, remote_path: str) -> wire.FileHeader:
@@ -235,7 +237,8 @@ def receive_file(job: Fetch, header: wire.FileHeader, *, last: bool) -> Download
             os.utime(fd, ns=(header.mtime_ns, header.mtime_ns))
             job.deferred.append(part)
         else:
-            localfs.commit(job.dirfd, part, job.name, force=job.force, fd=fd, mtime_ns=header.mtime_ns)
+            localfs.commit(job.dirfd, part, job.name, force=job.force, fd=fd, mtime_ns=header.mtime_ns,
+                           durable=job.durable)
     except SockkitError as exc:
         exc.body_stage = stage
         raise
@@ -255,7 +258,7 @@ def receive_body(job: Fetch, fd: int, header: wire.FileHeader, hasher) -> None:
         job.reporter.add(len(early))
     receive_exactly(job.session.sock, fd, header.remaining - len(early), buffer=job.buffer, hasher=hasher,
                     idle_timeout=job.timeout, cancel=job.cancel, limiter=job.limiter, on_chunk=job.reporter.add,
-                    writeback=Writeback(fd, header.offset + len(early)))
+                    writeback=Writeback(fd, header.offset + len(early)) if job.durable else None)
 
 
 def same_as_remote(session: Session, remote_path: str, dirfd: int, name: str, buffer: Buffer) -> wire.FileHeader | None:
@@ -285,8 +288,11 @@ def download(remote_path: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_
              dest: str | os.PathLike = ".", force: bool = False,
              progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
              limit_rate: float | None = None, timeout: float = 30.0, token: str | None = None,
-             tls: ssl.SSLContext | None = None) -> DownloadResult:
-    """Fetch one remote file into ``dest`` (a directory, or the file's path), verified. See module doc."""
+             tls: ssl.SSLContext | None = None, durable: bool = True) -> DownloadResult:
+    """Fetch one remote file into ``dest`` (a directory, or the file's path), verified. See module doc.
+
+    ``durable=False`` skips the fsyncs: the file is still complete and verified when its name
+    appears, but a power cut soon after may lose it (what curl and rsync do by default)."""
     start = time.monotonic()
     target = resolve_destination(remote_path, dest)
     limiter = RateLimiter(limit_rate) if limit_rate else None
@@ -316,7 +322,7 @@ def download(remote_path: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_
             header = read_header(session, remote_path)
             reporter = Reporter(progress, header.size, header.offset, start)
             job = Fetch(session, remote_path, dirfd, target.name, target.path, plan, force, buffer, reporter,
-                        cancel, limiter, timeout)
+                        cancel, limiter, timeout, durable=durable)
             result = receive_file(job, header, last=True)
             reporter.finish()
             result.seconds = time.monotonic() - start

@@ -147,8 +147,8 @@ class Verified:
 class CommitBatch:
     """Renames verified parts into place, a batch at a time, after one syncfs for the batch."""
 
-    def __init__(self, dirs: DirectoryCache, result: TreeResult, force: bool) -> None:
-        self.dirs, self.result, self.force = dirs, result, force
+    def __init__(self, dirs: DirectoryCache, result: TreeResult, force: bool, durable: bool = True) -> None:
+        self.dirs, self.result, self.force, self.durable = dirs, result, force, durable
         self.items: list[Verified] = []
         self.bytes = 0
 
@@ -162,7 +162,8 @@ class CommitBatch:
         if not self.items:
             return
         items, self.items, self.bytes = self.items, [], 0
-        localfs.sync_filesystem(self.dirs.root_fd)
+        if self.durable:
+            localfs.sync_filesystem(self.dirs.root_fd)
         touched: set[tuple[str, ...]] = set()
         for item in items:
             try:
@@ -173,7 +174,7 @@ class CommitBatch:
             self.result.files.append(item.done)
             self.result.bytes += item.done.size
             touched.add(item.where)
-        for where in touched:
+        for where in touched if self.durable else ():
             try:
                 os.fsync(self.dirs.get(where))
             except OSError as exc:
@@ -205,8 +206,9 @@ def download_tree(remote_dir: str, *, host: str = DEFAULT_HOST, port: int = DEFA
                   dest: str | os.PathLike = ".", force: bool = False,
                   progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
                   limit_rate: float | None = None, timeout: float = 30.0, token: str | None = None,
-                  tls: ssl.SSLContext | None = None) -> TreeResult:
-    """Fetch every file under ``remote_dir`` into ``dest/<base name of remote_dir>`` (see resolve_root)."""
+                  tls: ssl.SSLContext | None = None, durable: bool = True) -> TreeResult:
+    """Fetch every file under ``remote_dir`` into ``dest/<base name of remote_dir>`` (see resolve_root);
+    ``durable=False`` skips the syncs, as in ``download``."""
     start = time.monotonic()
     parent, root_name = resolve_root(remote_dir, dest)
     parent_fd = localfs.open_directory(parent)
@@ -232,7 +234,7 @@ def download_tree(remote_dir: str, *, host: str = DEFAULT_HOST, port: int = DEFA
             total = sum(entry.size for entry, _ in files)
             localfs.check_space(root_fd, total, str(result.root))
             reporter = Reporter(progress, total, 0, start)
-            batch = CommitBatch(dirs, result, force)
+            batch = CommitBatch(dirs, result, force, durable)
             try:
                 fetch_all(session, remote_dir, files, dirs, batch, reporter, force=force, cancel=cancel,
                           limiter=limiter, timeout=timeout)
@@ -348,7 +350,7 @@ def handle_answer(session: Session, remote_dir: str, pending: Pending, dirs: Dir
         reporter.done += header.offset
     where = tuple(pending.components[:-1])
     job = Fetch(session, remote, dirs.get(where), pending.components[-1], result.root / entry.path, pending.plan,
-                force, buffer, reporter, cancel, limiter, timeout, deferred=[])
+                force, buffer, reporter, cancel, limiter, timeout, deferred=[], durable=batch.durable)
     try:
         done = receive_file(job, header, last=False)
     except NotEnoughSpace:

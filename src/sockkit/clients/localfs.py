@@ -240,15 +240,20 @@ def rename_into_place(dirfd: int, part: str, name: str, *, force: bool) -> None:
         raise DestinationError(describe_os_error(exc)) from exc
 
 
-def commit(dirfd: int, part: str, name: str, *, force: bool, fd: int, mtime_ns: int | None) -> None:
-    """fsync the part, give it its final name (replacing only with ``force``), fsync the directory."""
+def commit(dirfd: int, part: str, name: str, *, force: bool, fd: int, mtime_ns: int | None,
+           durable: bool = True) -> None:
+    """fsync the part, give it its final name (replacing only with ``force``), fsync the directory
+    (``durable=False``: the same without the fsyncs)."""
     try:
         if mtime_ns is not None:
             os.utime(fd, ns=(mtime_ns, mtime_ns))
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except OSError as exc:
         raise DestinationError(describe_os_error(exc)) from exc
     rename_into_place(dirfd, part, name, force=force)
+    if not durable:
+        return
     try:
         os.fsync(dirfd)
     except OSError as exc:

@@ -62,6 +62,9 @@ def register(subparsers) -> None:
     get.add_argument("-r", "--recursive", action="store_true", help="REMOTE_PATH is a directory: fetch it all")
     get.add_argument("--legacy", action="store_true",
                      help="speak the chapter's protocol (path line, raw bytes): no size or digest to verify")
+    get.add_argument("--no-fsync", dest="durable", action="store_false",
+                     help="skip the fsyncs: still verified and renamed only when complete, but a power cut "
+                          "soon after may lose the file (scratch data; what curl and rsync do)")
     add_connection_arguments(get)
     add_transfer_arguments(get)
     get.set_defaults(handler=run_get)
@@ -109,14 +112,14 @@ def run_get(args: argparse.Namespace) -> int:
         if args.recursive:
             return finish_tree(args, printer, getfile.download_tree(
                 args.remote, dest=args.output, force=args.force, progress=printer, limit_rate=args.limit_rate,
-                **connection(args)))
+                durable=args.durable, **connection(args)))
         if args.legacy:
             result = getfile.legacy_download(args.remote, host=args.host, port=args.port, dest=args.output,
                                              force=args.force, progress=printer, limit_rate=args.limit_rate,
                                              timeout=args.timeout)
         else:
             result = getfile.download(args.remote, dest=args.output, force=args.force, progress=printer,
-                                      limit_rate=args.limit_rate, **connection(args))
+                                      limit_rate=args.limit_rate, durable=args.durable, **connection(args))
     except (SockkitError, OSError, ssl.SSLError, KeyboardInterrupt) as exc:
         return fail("get", exc, printer)
     finally:
