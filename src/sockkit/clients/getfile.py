@@ -25,7 +25,7 @@ import xxhash
 
 from sockkit.clients import localfs
 from sockkit.clients.getfile_session import Session
-from sockkit.clients.transfer import Buffer, RateLimiter, Writeback, receive_exactly, write_all
+from sockkit.clients.transfer import Buffer, RateLimiter, Writeback, receive_exactly, start_writeback, write_all
 from sockkit.errors import (
     DestinationError,
     DestinationExists,
@@ -235,6 +235,8 @@ def receive_file(job: Fetch, header: wire.FileHeader, *, last: bool) -> Download
         if job.deferred is not None:
             # download_tree makes a whole batch durable at once, then renames (see CommitBatch).
             os.utime(fd, ns=(header.mtime_ns, header.mtime_ns))
+            if job.durable:
+                start_writeback(fd)  # so the batch's fsync of this file has little left to wait for
             job.deferred.append(part)
         else:
             localfs.commit(job.dirfd, part, job.name, force=job.force, fd=fd, mtime_ns=header.mtime_ns,

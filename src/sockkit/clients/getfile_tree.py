@@ -60,11 +60,12 @@ WINDOW_BYTES = 32 * 1024
 #: files that grow between the listing and the request.
 WINDOW_LARGE = 16
 LARGE = 32 * 1024
-#: Verified files waiting for their final name. Making each durable with its own fsync costs a
-#: journal commit per file (measured here: 1,000 x 4 KiB at ~400-1,200 files/s with it, ~1,600-2,300
-#: with one syncfs per batch), so a batch is made durable with one syncfs, then renamed, then each
-#: directory fsync'ed once. syncfs also waits for other programs' dirty data on that filesystem:
-#: fewer, larger batches pay that less often.
+#: Verified files waiting for their final name. An fsync right after each file costs a journal
+#: commit per file (1,000 x 4 KiB: ~400-1,200 files/s). Instead each file's writeback is started
+#: as soon as it is verified, and the batch is fsync'ed file by file at the end, when the data is
+#: already on its way and one journal commit covers many files (1,000 files: 0.035 s), then renamed,
+#: then each directory fsync'ed once. Not syncfs: it also waits for every other program's dirty data
+#: on the filesystem (1,000 files after another writer's 512 MiB: 0.30 s, and unbounded).
 BATCH_FILES = 2048
 BATCH_BYTES = 256 << 20
 #: Directory descriptors kept open at once (a deep or wide tree must not exhaust the fd limit).
@@ -145,7 +146,7 @@ class Verified:
 
 
 class CommitBatch:
-    """Renames verified parts into place, a batch at a time, after one syncfs for the batch."""
+    """Renames verified parts into place, a batch at a time, once the batch's files are fsync'ed."""
 
     def __init__(self, dirs: DirectoryCache, result: TreeResult, force: bool, durable: bool = True) -> None:
         self.dirs, self.result, self.force, self.durable = dirs, result, force, durable
@@ -163,7 +164,8 @@ class CommitBatch:
             return
         items, self.items, self.bytes = self.items, [], 0
         if self.durable:
-            localfs.sync_filesystem(self.dirs.root_fd)
+            for item in items:
+                localfs.fsync_entry(self.dirs.get(item.where), item.part)
         touched: set[tuple[str, ...]] = set()
         for item in items:
             try:

@@ -260,23 +260,13 @@ def commit(dirfd: int, part: str, name: str, *, force: bool, fd: int, mtime_ns: 
         raise DestinationError(describe_os_error(exc)) from exc
 
 
-def _syncfs():
+def fsync_entry(dirfd: int, name: str) -> None:
+    """fsync the regular file ``name`` in ``dirfd`` (reopened: a batch does not keep every file open)."""
     try:
-        return ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-
-
-_syncfs_call = _syncfs()
-
-
-def sync_filesystem(fd: int) -> None:
-    """Make every file written so far on ``fd``'s filesystem durable: one call for a whole batch of
-    downloaded files instead of one fsync each (each fsync waits for its own journal commit)."""
-    if _syncfs_call is not None and _syncfs_call(fd) == 0:
-        return
-    if _syncfs_call is not None:
-        code = ctypes.get_errno()
-        if code not in (errno.ENOSYS, errno.EINVAL):
-            raise DestinationError(describe_os_error(OSError(code, os.strerror(code))))
-    os.sync()
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise DestinationError(describe_os_error(exc)) from exc

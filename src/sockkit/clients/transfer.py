@@ -68,6 +68,13 @@ class Writeback:
             self.mark = self.position
 
 
+def start_writeback(fd: int) -> None:
+    """Start writing all of ``fd``'s dirty pages now, without waiting (the fsync later finds them
+    written); a no-op where ``sync_file_range`` is missing."""
+    if _start_writeback is not None:
+        _start_writeback(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
 class Buffer:
     """A reusable receive buffer (one per connection; download_tree reuses it for every file)."""
 
