@@ -12,7 +12,7 @@ from sockkit.services.actions import Service
 
 #: Bytes asked of the kernel per recv: large enough that a bulk upload is a few syscalls,
 #: small enough that one read per client cannot balloon memory.
-RECV_SIZE = 64 * 1024
+RECV_SIZE = 256 * 1024
 #: A connection that sends nothing for this long is closed (nginx's keepalive/client timeouts
 #: are of this order); a slow request (``--delay``) never counts as idle.
 DEFAULT_IDLE_SECONDS = 300.0
