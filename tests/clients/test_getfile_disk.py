@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -146,3 +147,39 @@ def test_no_fsync_skips_every_sync_and_still_verifies(tmp_path, recursive):
                 assert calls, "a durable download made no fsync (the check would prove nothing)"
             else:
                 assert calls == []
+
+
+def test_tree_fsyncs_every_part_before_it_gets_its_name(tmp_path):
+    """Durability order for -r, read from the system calls themselves: each part is fsync'ed
+    (through a descriptor opened on that part) before the rename that gives it its final name."""
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed")
+    files = {f"d/sub{i % 3}/f{i:03d}.txt": f"file {i}\n".encode() * (i + 1) for i in range(40)}
+    trace = tmp_path / "trace.out"
+    out = tmp_path / "out"
+    out.mkdir()
+    with FakeServer(files) as fake:
+        done = subprocess.run(["strace", "-f", "-o", str(trace), "-e",
+                               "trace=openat,fsync,close,renameat2,renameat,rename,linkat",
+                               sys.executable, "-m", "sockkit", "get", "d", "-r", "--port", str(fake.port), "-o",
+                               str(out)], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True,
+                              timeout=60)
+    if "ptrace" in done.stderr and done.returncode != 0:
+        pytest.skip(f"strace cannot trace here: {done.stderr.strip()[:200]}")
+    assert done.returncode == 0, done.stderr
+    open_fds: dict[str, str] = {}
+    synced: set[str] = set()
+    named: list[str] = []
+    for line in trace.read_text().splitlines():
+        if (match := re.search(r'openat\(\d+, "([^"]+\.part)", .*\) = (\d+)$', line)):
+            open_fds[match.group(2)] = match.group(1)
+        elif (match := re.search(r"fsync\((\d+)\)\s+= 0", line)) and match.group(1) in open_fds:
+            synced.add(open_fds[match.group(1)])
+        elif (match := re.search(r"close\((\d+)\)", line)):
+            open_fds.pop(match.group(1), None)
+        elif (match := re.search(r'(?:renameat2?|rename|linkat)\(.*?"([^"]+\.part)"', line)):
+            named.append(match.group(1))
+            assert match.group(1) in synced, f"{match.group(1)} got its final name before any fsync"
+    assert len(named) == len(files)
+    for path, data in files.items():
+        assert (out / path).read_bytes() == data
