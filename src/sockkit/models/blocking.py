@@ -16,7 +16,7 @@ import threading
 import time
 
 from sockkit.models.settings import RECV_SIZE, Limits
-from sockkit.services.actions import Close, Connection, Send, SendFile, Wait
+from sockkit.services.actions import Close, Connection, Reply, Send, SendFile, Wait, as_actions
 
 #: After our last byte, how long we keep reading (and discarding) before closing, so that
 #: unread client data does not turn our FIN into a RST that destroys the reply in flight.
@@ -86,7 +86,8 @@ def serve_connection(sock: socket.socket, conn: Connection, limits: Limits, trac
         # The hot loop. Under the GIL every Python-level call per message is paid for several
         # times over in hand-offs between client threads (10 clients: a method call here cost
         # ~2 us of server CPU per request), so it makes none beyond the service's ``receive``:
-        # bound methods are looked up once and the common answer, a single Send, is sent inline.
+        # bound methods are looked up once and the common answers (bytes, or a single Send) are
+        # sent inline.
         recv, sendall, receive = sock.recv, sock.sendall, conn.receive
         announce, settled = tracker.waiting.add, tracker.waiting.discard
         while True:
@@ -97,6 +98,11 @@ def serve_connection(sock: socket.socket, conn: Connection, limits: Limits, trac
             data = recv(RECV_SIZE)
             settled(sock)
             actions = receive(data)
+            if type(actions) is bytes:
+                if data and not request_began:
+                    sendall(actions)
+                    continue
+                actions = [Send(actions)]
             if request_began or not actions:
                 if not actions and data and pending_request is not None and pending_request():
                     # Part of a request: the rest must come before an absolute deadline.
@@ -142,9 +148,9 @@ def handshake(sock: socket.socket, limits: Limits) -> socket.socket:
         raise
 
 
-def run_actions(sock: socket.socket, actions: list, tracker: Tracker) -> bool:
+def run_actions(sock: socket.socket, actions: Reply, tracker: Tracker) -> bool:
     """Carry out ``actions`` in order; False once the connection was closed."""
-    for action in actions:
+    for action in as_actions(actions):
         kind = type(action)
         if kind is Send:
             sock.sendall(action.data)

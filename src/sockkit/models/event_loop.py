@@ -23,7 +23,7 @@ from sockkit.lifecycle import peer_of
 from sockkit.models.accept import AcceptThrottle
 from sockkit.models.settings import HIGH_WATER, Server
 from sockkit.net import BACKLOG
-from sockkit.services.actions import Close, Send, SendFile, Wait
+from sockkit.services.actions import Close, Reply, Send, SendFile, Wait, as_actions
 
 #: Chunk read from disk per write when the loop has no zero-copy sendfile.
 FILE_CHUNK = 1 << 20
@@ -95,9 +95,13 @@ class Driver(asyncio.Protocol):
             return
         if self.request_began:
             self.request_began = 0.0
-        if not self.busy and len(actions) == 1 and type(actions[0]) is Send:
-            self.transport.write(actions[0].data)  # the hot path: one reply, nothing queued
-            return
+        if not self.busy:  # the hot path: one reply (bytes, or a single Send), nothing queued
+            if type(actions) is bytes:
+                self.transport.write(actions)
+                return
+            if len(actions) == 1 and type(actions[0]) is Send:
+                self.transport.write(actions[0].data)
+                return
         self.run(actions)
 
     def eof_received(self) -> bool:
@@ -123,7 +127,8 @@ class Driver(asyncio.Protocol):
         self._set_reading(True)
 
     # -- actions ---------------------------------------------------------------------------------
-    def run(self, actions: list) -> None:
+    def run(self, actions: Reply) -> None:
+        actions = as_actions(actions)
         if self.busy:
             self.pending.extend(actions)
             if len(self.pending) > 256:

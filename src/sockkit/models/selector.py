@@ -24,7 +24,7 @@ from sockkit.models.accept import AcceptThrottle, refuse
 from sockkit.models.blocking import LINGER_BYTES, LINGER_SECONDS
 from sockkit.models.settings import HIGH_WATER, RECV_SIZE, Server
 from sockkit.net import tune_accepted
-from sockkit.services.actions import Close, Send, SendFile, Wait
+from sockkit.services.actions import Close, Reply, Send, SendFile, Wait, as_actions
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 #: Actions queued behind a Wait or a pending send before we stop reading a client.
@@ -194,11 +194,16 @@ class SelectServer:
             return
         if channel.request_began:
             channel.request_began = 0.0
-        # Fast path: nothing queued and one Send -- try it now, as asyncio's transports do.
-        # (``idle`` spelled out: a property call per message is measurable in this loop.)
-        if (len(actions) == 1 and type(actions[0]) is Send
-                and not (channel.outbox or channel.buffer or channel.file or channel.held)):
+        # Fast path: nothing queued and one reply (bytes, or a single Send) -- try it now, as
+        # asyncio's transports do. (``idle`` spelled out: a property call per message is
+        # measurable in this loop.)
+        if type(actions) is bytes:
+            data_out = actions
+        elif len(actions) == 1 and type(actions[0]) is Send:
             data_out = actions[0].data
+        else:
+            data_out = None
+        if data_out is not None and not (channel.outbox or channel.buffer or channel.file or channel.held):
             try:
                 sent = channel.sock.send(data_out)
             except BlockingIOError:
@@ -213,7 +218,8 @@ class SelectServer:
         self._enqueue(channel, actions, now)
 
     # -- carrying out actions --------------------------------------------------------------------
-    def _enqueue(self, channel: Channel, actions: list, now: float) -> None:
+    def _enqueue(self, channel: Channel, actions: Reply, now: float) -> None:
+        actions = as_actions(actions)
         channel.outbox.extend(actions)
         channel.queued += sum(len(action.data) for action in actions if type(action) is Send)
         self._pump(channel, now)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sockkit.services.actions import CLOSE, Action, Peer, Send, Wait
+from sockkit.services.actions import CLOSE, Action, Peer, Reply, Send, Wait, as_actions
 from sockkit.services.lines import LineBuffer, LineTooLong
 
 PREFIX = b"Echo=>"
@@ -52,12 +52,12 @@ class RawEcho:
     def start(self) -> list[Action]:
         return []
 
-    def receive(self, data: bytes) -> list[Action]:
+    def receive(self, data: bytes) -> Reply:
         if not data:
             return [CLOSE]
         if self.delay:
             return [Wait(self.delay), Send(data)]
-        return [Send(data)]
+        return data
 
     def close(self) -> None:
         pass
@@ -78,24 +78,24 @@ class LineEcho:
     def start(self) -> list[Action]:
         return []
 
-    def receive(self, data: bytes) -> list[Action]:
+    def receive(self, data: bytes) -> Reply:
         if not data:
             tail = self.lines.pending()
-            return [*self._answer([tail]), CLOSE] if tail else [CLOSE]
+            return [*as_actions(self._answer([tail])), CLOSE] if tail else [CLOSE]
         try:
             messages = self.lines.feed(data)
         except LineTooLong as exc:
             return [Send(PREFIX + b"error: " + str(exc).encode() + b"\n"), CLOSE]
         return self._answer(messages) if messages else []
 
-    def _answer(self, messages: list[bytes]) -> list[Action]:
+    def _answer(self, messages: list[bytes]) -> Reply:
         service = self.service
         suffix = b"\n"
         if service.stamp is not None:
             suffix = b" at " + service.stamp().encode() + b"\n"
         if not service.delay:
-            # One Send for a whole batch: one syscall however many lines a segment carried.
-            return [Send(b"".join(PREFIX + m.rstrip(b"\r") + suffix for m in messages))]
+            # One reply for a whole batch: one syscall however many lines a segment carried.
+            return b"".join(PREFIX + m.rstrip(b"\r") + suffix for m in messages)
         actions: list[Action] = []
         for message in messages:
             actions.append(Wait(service.delay))
