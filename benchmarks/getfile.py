@@ -633,18 +633,9 @@ class Bench:
         self.each(case, self.sockkit_servers(), sk, "MB/s", size)
         if self.models and "sockkit" not in self.missing:
             model = self.models[0]
-            if self.fsync_switch():
-                self.each(case, iter([(f"sockkit {model} (no fsync)",
-                                       lambda: start_sockkit(self.procs, self.tmp, self.root, model))]),
-                          sk_nosync, "MB/s", size)
-            else:
-                self.rows.append(Row(case, f"sockkit {model} (no fsync)", "MB/s", size,
-                                     skipped="the client has no switch to skip fsync"))
-
-    def fsync_switch(self) -> bool:
-        """True when the client has ``--no-fsync`` (older checkouts being compared do not)."""
-        command = REPO / "src" / "sockkit" / "commands" / "get.py"
-        return command.exists() and "--no-fsync" in command.read_text()
+            self.each(case, iter([(f"sockkit {model} (no fsync)",
+                                   lambda: start_sockkit(self.procs, self.tmp, self.root, model))]),
+                      sk_nosync, "MB/s", size)
 
     # -- N clients x 20 MiB
     def case_concurrent(self) -> None:
