@@ -176,7 +176,9 @@ class CommitBatch:
             self.result.files.append(item.done)
             self.result.bytes += item.done.size
             touched.add(item.where)
-        for where in touched if self.durable else ():
+        if not self.durable:
+            return
+        for where in touched:
             try:
                 os.fsync(self.dirs.get(where))
             except OSError as exc:
