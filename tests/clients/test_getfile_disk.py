@@ -114,24 +114,23 @@ def test_eio_on_fsync_leaves_no_final_file(tmp_path):
     assert not (tmp_path / "f").exists()
 
 
-def _sync_calls(argv: list[str], cwd: Path) -> list[str]:
-    """Run ``sockkit get`` under strace; the fsync/fdatasync/syncfs calls it made."""
-    trace = cwd / "strace.out"
-    done = subprocess.run(["strace", "-f", "-o", str(trace), "-e", "trace=fsync,fdatasync,syncfs",
-                           sys.executable, "-m", "sockkit", "get", *argv], env={**os.environ, "PYTHONPATH": SRC},
-                          capture_output=True, text=True, timeout=60)
+def _traced_get(argv: list[str], syscalls: str, trace: Path) -> list[str]:
+    """Run ``sockkit get ARGV`` under strace (``-e trace=SYSCALLS``), expect success; the trace lines."""
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed")
+    done = subprocess.run(["strace", "-f", "-o", str(trace), "-e", f"trace={syscalls}", sys.executable, "-m",
+                           "sockkit", "get", *argv], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True,
+                          text=True, timeout=60)
     if "ptrace" in done.stderr and done.returncode != 0:
         pytest.skip(f"strace cannot trace here: {done.stderr.strip()[:200]}")
     assert done.returncode == 0, done.stderr
-    return [line for line in trace.read_text().splitlines() if "sync(" in line]
+    return trace.read_text().splitlines()
 
 
 @pytest.mark.parametrize("recursive", [False, True])
 def test_no_fsync_skips_every_sync_and_still_verifies(tmp_path, recursive):
     """--no-fsync: no fsync/syncfs at all, yet the file arrives complete under its final name;
     without it, the same download syncs (so the strace check can see them)."""
-    if not shutil.which("strace"):
-        pytest.skip("strace is not installed")
     files = {"d/a": b"alpha" * 5000, "d/b": b"beta" * 7000}
     with FakeServer(files) as fake:
         remote = ["d", "-r"] if recursive else ["d/a"]
@@ -139,7 +138,9 @@ def test_no_fsync_skips_every_sync_and_still_verifies(tmp_path, recursive):
             out = tmp_path / ("durable" if durable else "fast")
             out.mkdir()
             flags = [] if durable else ["--no-fsync"]
-            calls = _sync_calls([*remote, "--port", str(fake.port), "-o", str(out), *flags], tmp_path)
+            trace = _traced_get([*remote, "--port", str(fake.port), "-o", str(out), *flags],
+                                "fsync,fdatasync,syncfs", tmp_path / "strace.out")
+            calls = [line for line in trace if "sync(" in line]
             got = out / "d" / "a" if recursive else out / "a"
             assert got.read_bytes() == files["d/a"]
             assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
@@ -152,25 +153,16 @@ def test_no_fsync_skips_every_sync_and_still_verifies(tmp_path, recursive):
 def test_tree_fsyncs_every_part_before_it_gets_its_name(tmp_path):
     """Durability order for -r, read from the system calls themselves: each part is fsync'ed
     (through a descriptor opened on that part) before the rename that gives it its final name."""
-    if not shutil.which("strace"):
-        pytest.skip("strace is not installed")
     files = {f"d/sub{i % 3}/f{i:03d}.txt": f"file {i}\n".encode() * (i + 1) for i in range(40)}
-    trace = tmp_path / "trace.out"
     out = tmp_path / "out"
     out.mkdir()
     with FakeServer(files) as fake:
-        done = subprocess.run(["strace", "-f", "-o", str(trace), "-e",
-                               "trace=openat,fsync,close,renameat2,renameat,rename,linkat",
-                               sys.executable, "-m", "sockkit", "get", "d", "-r", "--port", str(fake.port), "-o",
-                               str(out)], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True,
-                              timeout=60)
-    if "ptrace" in done.stderr and done.returncode != 0:
-        pytest.skip(f"strace cannot trace here: {done.stderr.strip()[:200]}")
-    assert done.returncode == 0, done.stderr
+        trace = _traced_get(["d", "-r", "--port", str(fake.port), "-o", str(out)],
+                            "openat,fsync,close,renameat2,renameat,rename,linkat", tmp_path / "trace.out")
     open_fds: dict[str, str] = {}
     synced: set[str] = set()
     named: list[str] = []
-    for line in trace.read_text().splitlines():
+    for line in trace:
         if (match := re.search(r'openat\(\d+, "([^"]+\.part)", .*\) = (\d+)$', line)):
             open_fds[match.group(2)] = match.group(1)
         elif (match := re.search(r"fsync\((\d+)\)\s+= 0", line)) and match.group(1) in open_fds:
