@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 
-from reliability.probes import canary_p99, round_trip, rss_mib, settle, snapshot, tree
+from reliability.probes import canary_p99, pss_mib, round_trip, settle, snapshot, tree
 from reliability.suite import Row, Scale, scenario, skip
 from sockkit.testing import alive, descendants, running, start_server, zombies_of
 
@@ -74,7 +74,7 @@ def trickle(model: str, scale: Scale) -> Row:
 def long_line(model: str, scale: Scale) -> Row:
     total = scale.pick(64 << 20, 1 << 30)
     with serve(model) as server, connect(server.port) as sock:
-        base = rss_mib(server)
+        base = pss_mib(server)
         peak = base
         chunk = b"y" * (1 << 20)
         sent = 0
@@ -84,13 +84,13 @@ def long_line(model: str, scale: Scale) -> Row:
                 sock.sendall(chunk)
                 sent += len(chunk)
                 if sent % (8 << 20) == 0:
-                    peak = max(peak, rss_mib(server))
+                    peak = max(peak, pss_mib(server))
         except OSError:
             pass  # the server gave up on us: that is the point
         reply = b""
         with contextlib.suppress(OSError):
             reply = sock.recv(200)
-        peak = max(peak, rss_mib(server))
+        peak = max(peak, pss_mib(server))
     growth = peak - base
     refused = sent < total
     figure = f"accepted {sent >> 20} MiB of {total >> 20} MiB before close; PSS +{growth:.1f} MiB"
@@ -124,7 +124,7 @@ def churn(model: str, scale: Scale) -> Row:
           MODELS)
 def never_reads(model: str, scale: Scale) -> Row:
     with serve(model, "--raw", "--idle-timeout", "2") as server:
-        base = rss_mib(server)
+        base = pss_mib(server)
         hog = connect(server.port)
         hog.setblocking(False)
         sent = 0
@@ -136,7 +136,7 @@ def never_reads(model: str, scale: Scale) -> Row:
                 time.sleep(0.01)
             except OSError:
                 break
-        peak = rss_mib(server)
+        peak = pss_mib(server)
         began = time.monotonic()
         with connect(server.port, timeout=15) as canary:
             canary.sendall(b"ping")
@@ -164,14 +164,14 @@ def idle_flood(model: str, scale: Scale) -> Row:
         try:
             for _ in range(count):
                 idle.append(connect(server.port))
-            rss = rss_mib(server)
+            pss = pss_mib(server)
             during = canary_p99(server.port)
         finally:
             for sock in idle:
                 sock.close()
     ok = during <= max(3 * before, before + 2.0)
     return Row("idle-flood", model, f"{count} idle: canary p99 {before:.2f} → {during:.2f} ms; server PSS "
-                                    f"{rss:.0f} MiB", ok)
+                                    f"{pss:.0f} MiB", ok)
 
 
 @scenario("busy", "client N+1 past --max-connections gets the busy reply within 1 s", MODELS)

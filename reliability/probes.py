@@ -13,7 +13,7 @@ def tree(server: RunningServer) -> list[int]:
     return [server.pid, *sorted(descendants(server.pid))]
 
 
-def rss_mib(server: RunningServer) -> float:
+def pss_mib(server: RunningServer) -> float:
     """Memory of the whole process tree in MiB, as PSS: a forked child's pages shared with its
     parent count once, not once per process (RSS counted a fresh fork child as +20 MiB)."""
     return sum(_pss_kib(pid) for pid in tree(server)) / 1024
@@ -33,7 +33,7 @@ def _pss_kib(pid: int) -> int:
 def snapshot(server: RunningServer) -> dict:
     pids = tree(server)
     return {"fds": sum(open_fds(p) for p in pids), "threads": sum(status_field(p, "Threads") for p in pids),
-            "children": len(pids) - 1, "zombies": len(zombies_of(server.pid)), "rss": rss_mib(server),
+            "children": len(pids) - 1, "zombies": len(zombies_of(server.pid)), "pss": pss_mib(server),
             "cpu": cpu_seconds(pids)}
 
 
