@@ -192,6 +192,24 @@ def test_sigterm_drains_in_flight_and_leaves_nothing(model):
         assert time.monotonic() - t0 < 12
 
 
+@pytest.mark.parametrize("model", ["thread", "pool", "socketserver", "fork", "sequential"])
+def test_sigterm_lets_idle_raw_clients_go_at_once(model):
+    """Raw echo (the blocking models' mirror loop): at SIGTERM an idle client sees a clean end of
+    stream, not the drain deadline's cut, and a chunk sent just before is still echoed."""
+    with running("echo", "--model", model, "--raw", "--port", "0", "--drain-timeout", "30",
+                 "--quiet") as server:
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        idle.sendall(b"hello")
+        assert idle.recv(10) == b"hello"  # the connection is being served, now waiting
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        server.proc.send_signal(15)
+        assert idle.recv(10) == b""  # FIN, long before the 30 s drain deadline would cut it
+        assert server.proc.wait(15) == 0
+        assert time.monotonic() - t0 < 10
+        idle.close()
+
+
 @pytest.mark.parametrize("model", [m for m in ALL_MODELS if m != "sequential"])
 def test_idle_connection_times_out(model):
     """A client that connects and says nothing is closed after --idle-timeout."""

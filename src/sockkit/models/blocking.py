@@ -36,13 +36,16 @@ class Tracker:
     def __init__(self) -> None:
         self.live: set[socket.socket] = set()
         self.waiting: set[socket.socket] = set()
+        #: Connections in the mirror loop: never between requests in a way we could see, so a
+        #: stop ends their reads at once (a chunk already received is still echoed first).
+        self.mirroring: set[socket.socket] = set()
         self.stopping = False
         self.hurry = threading.Event()  # set by cut(): a Wait in progress ends at once
 
     def stop(self) -> None:
         """Stop taking requests: connections waiting for one see end-of-stream at once."""
         self.stopping = True
-        for sock in list(self.waiting):
+        for sock in [*self.waiting, *self.mirroring]:
             _shutdown(sock, socket.SHUT_RD)
 
     def cut(self) -> None:
@@ -60,8 +63,10 @@ class Tracker:
 
 
 def _shutdown(sock: socket.socket, how: int) -> None:
+    # The plain socket's shutdown even for TLS: ``SSLSocket.shutdown`` also drops the TLS state,
+    # and a reply another thread is still sending would then go out unencrypted.
     with contextlib.suppress(OSError):
-        sock.shutdown(how)
+        socket.socket.shutdown(sock, how)
 
 
 def serve_connection(sock: socket.socket, conn: Connection, limits: Limits, tracker: Tracker) -> None:
@@ -82,6 +87,10 @@ def serve_connection(sock: socket.socket, conn: Connection, limits: Limits, trac
         sock.settimeout(None)
         kernel_timeout(sock, idle_timeout)
         if not run_actions(sock, conn.start(), tracker):
+            return
+        if getattr(conn, "mirrors", False):
+            mirror(sock, tracker)
+            run_actions(sock, conn.receive(b""), tracker)  # end of stream or stopping: its goodbye
             return
         # The hot loop. Under the GIL every Python-level call per message is paid for several
         # times over in hand-offs between client threads (10 clients: a method call here cost
@@ -127,6 +136,24 @@ def serve_connection(sock: socket.socket, conn: Connection, limits: Limits, trac
         tracker.live.discard(sock)
         conn.close()
         sock.close()
+
+
+def mirror(sock: socket.socket, tracker: Tracker) -> None:
+    """Send every chunk back unchanged until end of stream or a stop (``Connection.mirrors``).
+
+    The loop a bare echo server would write, plus one flag check per chunk: no call into the
+    service and no bookkeeping, which under the GIL is what the thread model's speed is made of.
+    """
+    recv, sendall = sock.recv, sock.sendall
+    tracker.mirroring.add(sock)  # then check ``stopping``: the order Tracker.stop relies on
+    try:
+        while not tracker.stopping:
+            data = recv(RECV_SIZE)
+            if not data:
+                return
+            sendall(data)
+    finally:
+        tracker.mirroring.discard(sock)
 
 
 def kernel_timeout(sock: socket.socket, seconds: float) -> None:

@@ -44,10 +44,11 @@ class EchoService:
 class RawEcho:
     """Bytes back exactly as they came."""
 
-    __slots__ = ("delay",)
+    __slots__ = ("delay", "mirrors")
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
+        self.mirrors = not delay  # every reply is the chunk itself: see ``Connection.mirrors``
 
     def start(self) -> list[Action]:
         return []
