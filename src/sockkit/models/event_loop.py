@@ -43,6 +43,7 @@ class Driver(asyncio.Protocol):
         "conn",
         "drain",
         "hub",
+        "mirrors",
         "paused_writing",
         "pending",
         "pending_request",
@@ -65,6 +66,7 @@ class Driver(asyncio.Protocol):
         self.closed = False
         self.reading = True
         self.pending_request = None
+        self.mirrors = False
         self.request_began = 0.0  # loop time the unfinished request began (0: none)
 
     # -- transport callbacks ---------------------------------------------------------------------
@@ -84,10 +86,14 @@ class Driver(asyncio.Protocol):
         hub.log.connected(peer)
         self.conn = hub.service.connect(peer)
         self.pending_request = getattr(self.conn, "pending_request", None)
+        self.mirrors = getattr(self.conn, "mirrors", False)
         self.run(self.conn.start())
 
     def data_received(self, data: bytes) -> None:
         self.active = True
+        if self.mirrors and not self.busy:  # the answer is the chunk itself (Connection.mirrors)
+            self.transport.write(data)
+            return
         actions = self.conn.receive(data)
         if not actions:
             if self.pending_request is not None and self.pending_request() and not self.request_began:

@@ -48,6 +48,7 @@ class Channel:
         "linger_budget",
         "linger_until",
         "mask",
+        "mirrors",
         "outbox",
         "pending_request",
         "queued",
@@ -70,6 +71,7 @@ class Channel:
         self.linger_until = 0.0
         self.linger_budget = LINGER_BYTES  # input still discarded after our FIN before we give up
         self.pending_request = getattr(conn, "pending_request", None)
+        self.mirrors = getattr(conn, "mirrors", False)
         self.request_began = 0.0  # when the unfinished request's first bytes came (0: none)
 
     @property
@@ -182,12 +184,15 @@ class SelectServer:
                 # Peer closed too (clean), or it keeps sending after our FIN: stop paying for it.
                 self._close(channel)
             return
-        try:
-            actions = channel.conn.receive(data)
-        except Exception as exc:  # a service bug must cost one connection, not the server
-            self.server.log.error(f"service failed: {exc!r}")
-            self._close(channel)
-            return
+        if channel.mirrors and data:
+            actions = data  # the service's answer without asking it (Connection.mirrors)
+        else:
+            try:
+                actions = channel.conn.receive(data)
+            except Exception as exc:  # a service bug must cost one connection, not the server
+                self.server.log.error(f"service failed: {exc!r}")
+                self._close(channel)
+                return
         if not actions:
             if data and channel.pending_request is not None and channel.pending_request():
                 channel.request_began = channel.request_began or now

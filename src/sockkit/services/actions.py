@@ -75,9 +75,10 @@ class Connection(Protocol):
 
     # Optional: ``mirrors: bool`` -- True when, until the end of the stream, ``receive(data)`` is
     # exactly ``data`` for every chunk and ``[CLOSE]`` for ``b""`` (RFC 862 echo). A model may then
-    # send each chunk back itself without calling ``receive`` (the blocking driver does: under
-    # the GIL that call is most of what separates a model from a bare two-line echo loop).
-    # A model that ignores it stays correct, since ``receive`` gives the same answer.
+    # send each chunk back itself without calling ``receive``: the blocking driver, select and
+    # the event loops do (under the GIL, that call and its bookkeeping were most of what
+    # separated the thread model from a bare two-line echo loop). A model that ignores it stays
+    # correct, since ``receive`` gives the same answer.
     #
     # Optional: ``pending_request() -> bool`` -- True while part of a request has arrived and
     # the rest has not. Models then hold the client to an absolute deadline (``--request-timeout``)
