@@ -684,21 +684,29 @@ class Bench:
             url = f"rsync://{HOST}:{server.port}/data/small/"
             self.measure(row, server, lambda: [["rsync", "-a", url, str(dest) + "/"]], self.runs, after=remove(dest))
 
-        def sk(row: Row, server: Server) -> None:
-            row.note = "get -r, fsync + verify"
+        def sk_rows(durable: bool) -> Callable[[Row, Server], None]:
+            def sk(row: Row, server: Server) -> None:
+                row.note = "get -r, fsync + verify" if durable else "get -r --no-fsync, verify"
 
-            def commands() -> list[list[str]]:
-                dest.mkdir(parents=True, exist_ok=True)
-                return [sockkit_get("small", server.port, str(dest), recursive=True)]
+                def commands() -> list[list[str]]:
+                    dest.mkdir(parents=True, exist_ok=True)
+                    return [sockkit_get("small", server.port, str(dest), recursive=True, durable=durable)]
 
-            self.measure(row, server, commands, self.runs, env=sockkit_env(), after=remove(dest))
+                self.measure(row, server, commands, self.runs, env=sockkit_env(), after=remove(dest))
+            return sk
 
         peers = list(self.http_peers())[:1]  # nginx only: http.server adds nothing here
         self.each(case, iter(peers), http, "files/s", count)
         if "rsync" not in self.missing:
             self.each(case, iter([("rsync daemon", lambda: start_rsyncd(self.procs, self.tmp, self.root))]),
                       rsync, "files/s", count)
-        self.each(case, self.sockkit_servers(), sk, "files/s", count)
+        self.each(case, self.sockkit_servers(), sk_rows(durable=True), "files/s", count)
+        if self.models and "sockkit" not in self.missing:
+            # Like for like with rsync and curl, which never fsync: the same client without the syncs.
+            model = "uvloop" if "uvloop" in self.models else self.models[0]
+            self.each(case, iter([(f"sockkit {model} (no fsync)",
+                                   lambda: start_sockkit(self.procs, self.tmp, self.root, model))]),
+                      sk_rows(durable=False), "files/s", count)
 
     # -- TLS
     def case_tls(self) -> None:
@@ -941,6 +949,10 @@ def ratios(rows: list[Row]) -> tuple[str, list[dict]]:
                              "met": rss <= budget, "best": best.peer})
         lines.append(f"{case}: {best.peer} = {', '.join(parts) or 'no peer measured'}"
                      + (f"  [{verdict}]" if verdict else ""))
+        for unsynced in (r for r in measured if r.peer.startswith("sockkit") and "no fsync" in r.peer):
+            like = [f"{unsynced.rate / p.rate:.2f}x {p.peer}" for p in peers if p.rate]
+            lines.append(f"{case}: {unsynced.peer} = {', '.join(like) or 'no peer measured'}  (like for like: "
+                         "no peer here fsyncs)")
     return "\n".join(lines), verdicts
 
 
