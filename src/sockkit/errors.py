@@ -10,7 +10,7 @@ be able to put terminal control sequences on the user's screen.
 from __future__ import annotations
 
 import errno
-import ssl
+import sys
 
 
 def printable(text: str, limit: int = 300) -> str:
@@ -106,15 +106,24 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}{(exc.strerror or str(exc)).lower()}"
 
 
+def loaded_ssl():
+    """The ``ssl`` module if a TLS session imported it, else None (then no error can be a TLS error).
+
+    A plain download never imports ssl: 12-17 ms of a command that takes 0.1 s in all.
+    """
+    return sys.modules.get("ssl")
+
+
 def describe(exc: BaseException) -> str:
     """The one line the CLI prints after ``sockkit get:`` and the GUI shows in its dialog."""
     if isinstance(exc, SockkitError):
         return str(exc)
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (the partial copy is kept; run the same command again to resume)"
-    if isinstance(exc, ssl.SSLCertVerificationError):
+    ssl = loaded_ssl()
+    if ssl is not None and isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: the server's certificate was not accepted ({exc.verify_message}); use --cafile"
-    if isinstance(exc, ssl.SSLError):
+    if ssl is not None and isinstance(exc, ssl.SSLError):
         return f"TLS: {exc.reason or exc}"
     if isinstance(exc, TimeoutError):
         return "timed out waiting for the server"

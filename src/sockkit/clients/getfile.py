@@ -13,13 +13,13 @@ Rules (issue 3, "Safety (the client)"):
 from __future__ import annotations
 
 import os
-import ssl
 import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import xxhash
 
@@ -36,6 +36,9 @@ from sockkit.errors import (
     printable,
 )
 from sockkit.protocols import getfile as wire
+
+if TYPE_CHECKING:
+    import ssl
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = wire.DEFAULT_PORT

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import errno
 import socket
-import ssl
 import time
+from typing import TYPE_CHECKING
 
 from sockkit.clients.connect import ConnectFailed, connect
 from sockkit.errors import (
@@ -23,9 +23,29 @@ from sockkit.errors import (
 )
 from sockkit.protocols import getfile as wire
 
+if TYPE_CHECKING:
+    import ssl
+
 #: How long to wait for the server to close after we half-close, when checking that nothing
 #: follows the last body (a correct server closes at once).
 DRAIN_SECONDS = 2.0
+
+
+def handshake(raw: socket.socket, tls: ssl.SSLContext, host: str, port: int) -> ssl.SSLSocket:
+    """TLS over ``raw`` (closed on failure). ``ssl`` is imported here, by the context's maker, only
+    when TLS is asked for."""
+    import ssl
+
+    try:
+        return tls.wrap_socket(raw, server_hostname=host)
+    except ssl.SSLCertVerificationError as exc:
+        raw.close()
+        raise ConnectError(f"TLS to {host}:{port}: certificate not accepted ({exc.verify_message}); "
+                           "pass the server's CA with --cafile") from None
+    except (ssl.SSLError, OSError) as exc:
+        raw.close()
+        raise ConnectError(f"TLS handshake with {host}:{port} failed: "
+                           f"{getattr(exc, 'reason', None) or exc} (is the server started with TLS?)") from None
 
 
 class Session:
@@ -39,16 +59,7 @@ class Session:
         except ConnectFailed as exc:
             raise ConnectError(str(exc)) from None
         self.tls = tls is not None
-        try:
-            self.sock = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
-        except ssl.SSLCertVerificationError as exc:
-            raw.close()
-            raise ConnectError(f"TLS to {host}:{port}: certificate not accepted ({exc.verify_message}); "
-                               "pass the server's CA with --cafile") from None
-        except (ssl.SSLError, OSError) as exc:
-            raw.close()
-            raise ConnectError(f"TLS handshake with {host}:{port} failed: "
-                               f"{getattr(exc, 'reason', None) or exc} (is the server started with TLS?)") from None
+        self.sock = raw if tls is None else handshake(raw, tls, host, port)
         self.sock.settimeout(timeout)
         self.pending = bytearray()
         self.received_any = False

@@ -15,12 +15,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sockkit.clients import localfs
 from sockkit.clients.getfile import (
@@ -50,6 +50,9 @@ from sockkit.errors import (
     printable,
 )
 from sockkit.protocols import getfile as wire
+
+if TYPE_CHECKING:
+    import ssl
 
 #: GET1 requests in flight at once, and the request bytes they may add up to (well under any
 #: socket buffer, so sendall never waits on a server that is itself waiting for us to read).

@@ -8,13 +8,13 @@ it is being sent is caught by the server's check (``corrupt``), never stored.
 from __future__ import annotations
 
 import os
-import ssl
 import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import xxhash
 
@@ -32,6 +32,9 @@ from sockkit.errors import (
     describe_os_error,
 )
 from sockkit.protocols import getfile as wire
+
+if TYPE_CHECKING:
+    import ssl
 
 
 @dataclass

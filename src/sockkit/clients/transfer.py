@@ -20,12 +20,11 @@ import ctypes
 import errno
 import os
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
 
-from sockkit.errors import Cancelled, DestinationError, TransferInterrupted, describe_os_error
+from sockkit.errors import Cancelled, DestinationError, TransferInterrupted, describe_os_error, loaded_ssl
 
 #: 1 MiB: loopback hands over several hundred KiB per recv; a bigger buffer saves syscalls, a
 #: smaller one costs them; memory per transfer stays this size whatever the file size.
@@ -185,9 +184,10 @@ def receive_some(sock: socket.socket, into: memoryview, done: int, count: int, l
             raise TransferInterrupted(
                 f"the server sent nothing for {idle_timeout:g} s after {done} of {count} bytes") from None
         return None
-    except ssl.SSLError as exc:
-        raise TransferInterrupted(f"TLS error after {done} of {count} bytes: {exc.reason}") from exc
     except OSError as exc:
+        ssl = loaded_ssl()
+        if ssl is not None and isinstance(exc, ssl.SSLError):
+            raise TransferInterrupted(f"TLS error after {done} of {count} bytes: {exc.reason}") from exc
         if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT):
             raise TransferInterrupted(f"the server reset the connection after {done} of {count} bytes") from exc
         raise

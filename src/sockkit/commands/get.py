@@ -9,14 +9,17 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import ssl
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from sockkit.clients import getfile
 from sockkit.clients.localfs import human_size
 from sockkit.commands.progress import ProgressPrinter
 from sockkit.errors import SockkitError, describe, printable
+
+if TYPE_CHECKING:
+    import ssl
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgKMG]?)(?:i?[bB])?(?:/s)?\s*$")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -85,6 +88,8 @@ def register(subparsers) -> None:
 def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if not (args.tls or args.cafile):
         return None
+    import ssl  # only here: a plain download does not pay for importing it
+
     context = ssl.create_default_context(cafile=args.cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
@@ -120,7 +125,7 @@ def run_get(args: argparse.Namespace) -> int:
         else:
             result = getfile.download(args.remote, dest=args.output, force=args.force, progress=printer,
                                       limit_rate=args.limit_rate, durable=args.durable, **connection(args))
-    except (SockkitError, OSError, ssl.SSLError, KeyboardInterrupt) as exc:
+    except (SockkitError, OSError, KeyboardInterrupt) as exc:  # ssl.SSLError is an OSError
         return fail("get", exc, printer)
     finally:
         printer.close()
@@ -153,7 +158,7 @@ def finish_tree(args: argparse.Namespace, printer: ProgressPrinter, result: getf
 def run_ls(args: argparse.Namespace) -> int:
     try:
         entries = getfile.list_remote(args.remote, **connection(args))
-    except (SockkitError, OSError, ssl.SSLError, KeyboardInterrupt) as exc:
+    except (SockkitError, OSError, KeyboardInterrupt) as exc:  # ssl.SSLError is an OSError
         return fail("ls", exc)
     for entry in sorted(entries, key=lambda e: (e.kind != "d", e.path)):
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
@@ -169,7 +174,7 @@ def run_put(args: argparse.Namespace) -> int:
     try:
         result = getfile.upload(args.local, args.remote, force=args.force, progress=printer,
                                 limit_rate=args.limit_rate, **connection(args))
-    except (SockkitError, OSError, ssl.SSLError, KeyboardInterrupt) as exc:
+    except (SockkitError, OSError, KeyboardInterrupt) as exc:  # ssl.SSLError is an OSError
         return fail("put", exc, printer)
     finally:
         printer.close()
