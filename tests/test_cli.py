@@ -1,0 +1,75 @@
+"""The command line's dispatch: one command module imported per run, an overview that imports none."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from sockkit import cli
+
+
+def registered_commands() -> dict[str, str]:
+    """Each command of the full parser (every module's register()) and its help line."""
+    subparsers = cli.build_full_parser()._subparsers._group_actions[0]
+    return {action.dest: action.help for action in subparsers._choices_actions}
+
+
+def test_overview_lists_exactly_the_registered_commands_with_their_own_help():
+    """The summaries ``sockkit --help`` shows without importing a module are the modules' own help."""
+    registered = registered_commands()
+    assert {name: summary for name, (_, summary) in cli.COMMANDS.items()} == registered
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_each_command_gets_its_modules_real_parser(name):
+    """Dispatch builds the module's own parser for the command (with its handler), not a summary."""
+    def real(parser) -> bool:  # runs something, or holds subcommands that do (serve, bench)
+        return callable(parser.get_default("handler")) or parser._subparsers is not None
+
+    subparsers = cli.build_parser(name)._subparsers._group_actions[0]
+    assert real(subparsers.choices[name])
+    overview = cli.build_parser(None)._subparsers._group_actions[0]
+    assert not real(overview.choices[name])
+
+
+def run_cli(*argv: str, probe_modules: bool = False) -> subprocess.CompletedProcess:
+    """``sockkit ARGV`` in a fresh interpreter; with ``probe_modules``, also print the command
+    modules it imported (after the parser exits)."""
+    code = ("import sys\nfrom sockkit import cli\n"
+            "try:\n    code = cli.main(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
+            + ("print('IMPORTED', sorted(m for m in sys.modules if m.startswith('sockkit.commands.')))\n"
+               if probe_modules else "")
+            + "sys.exit(code)\n")
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+
+
+def test_help_and_version_import_no_command_module():
+    done = run_cli("--help", probe_modules=True)
+    assert done.returncode == 0
+    for name in cli.COMMANDS:
+        assert f"    {name} " in done.stdout
+    assert "IMPORTED []" in done.stdout
+    version = run_cli("--version", probe_modules=True)
+    assert version.returncode == 0 and version.stdout.startswith("sockkit ")
+    assert "IMPORTED []" in version.stdout
+
+
+def test_a_command_imports_only_its_own_module():
+    done = run_cli("ls", "--help", probe_modules=True)
+    assert done.returncode == 0
+    assert "usage: sockkit ls" in done.stdout
+    assert "IMPORTED ['sockkit.commands.get', 'sockkit.commands.progress']" in done.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    done = run_cli("fetch")
+    assert done.returncode == 2
+    assert "invalid choice: 'fetch'" in done.stderr
+
+
+def test_no_command_is_a_usage_error():
+    done = run_cli()
+    assert done.returncode == 2
+    assert "required: COMMAND" in done.stderr
