@@ -17,9 +17,8 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import xxhash
 
@@ -49,8 +48,7 @@ SPACE_CHECK_MIN = 1 << 20
 PROGRESS_HZ = 10
 
 
-@dataclass
-class Progress:
+class Progress(NamedTuple):
     done: int           # bytes of the file now on disk (resumed prefix included)
     total: int          # size of the whole file (or tree)
     resumed_from: int   # bytes that were already there when this run started
@@ -67,8 +65,7 @@ class Progress:
         return (self.total - self.done) / speed if speed > 0 else None
 
 
-@dataclass
-class DownloadResult:
+class DownloadResult(NamedTuple):
     path: Path
     size: int
     resumed_from: int
@@ -110,8 +107,7 @@ def remote_basename(remote_path: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     directory: Path
     name: str
     stream: Path | None = None  # a device or FIFO written straight through (/dev/null)
@@ -139,8 +135,7 @@ def resolve_destination(remote_path: str, dest: str | os.PathLike) -> Target:
     return Target(path.parent, path.name)
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What one GET1 asks for: from scratch, or the rest of a part file."""
 
     part: localfs.PartFile | None
@@ -154,8 +149,7 @@ class Plan:
         return f"xxh3-128:{self.part.hex_digest}" if self.part else None
 
 
-@dataclass
-class Fetch:
+class Fetch(NamedTuple):
     """The shared state of one file being received (single download and each file of a tree)."""
 
     session: Session
@@ -330,7 +324,7 @@ def download(remote_path: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_
                         cancel, limiter, timeout, durable=durable)
             result = receive_file(job, header, last=True)
             reporter.finish()
-            result.seconds = time.monotonic() - start
+            result = result._replace(seconds=time.monotonic() - start)
             remove_stale_parts(dirfd, target.name)
             return result
     finally:
@@ -409,10 +403,32 @@ def read_listing(session: Session, remote_dir: str) -> list[wire.Entry]:
     return entries
 
 
-# The rest of the client API lives in its own modules; imported last because they build on the above.
-from sockkit.clients.getfile_legacy import legacy_download  # noqa: E402
-from sockkit.clients.getfile_tree import TreeResult, download_tree  # noqa: E402
-from sockkit.clients.getfile_upload import UploadResult, upload  # noqa: E402
+# The rest of the client API lives in its own modules, which build on the above. They are imported
+# on first use (PEP 562), so a single download does not load the tree, upload and chapter clients.
+if TYPE_CHECKING:
+    from sockkit.clients.getfile_legacy import legacy_download
+    from sockkit.clients.getfile_tree import TreeResult, download_tree
+    from sockkit.clients.getfile_upload import UploadResult, upload
+
+_ELSEWHERE = {
+    "legacy_download": "sockkit.clients.getfile_legacy",
+    "TreeResult": "sockkit.clients.getfile_tree",
+    "download_tree": "sockkit.clients.getfile_tree",
+    "UploadResult": "sockkit.clients.getfile_upload",
+    "upload": "sockkit.clients.getfile_upload",
+}
+
+
+def __getattr__(name: str):
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["DownloadResult", "Progress", "TreeResult", "UploadResult", "download", "download_tree",
            "legacy_download", "list_remote", "upload"]

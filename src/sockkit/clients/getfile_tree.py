@@ -18,9 +18,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sockkit.clients import localfs
 from sockkit.clients.getfile import (
@@ -75,16 +74,22 @@ BATCH_BYTES = 256 << 20
 DIR_CACHE = 64
 
 
-@dataclass
 class TreeResult:
-    root: Path
-    files: list[DownloadResult] = field(default_factory=list)
-    #: Local files already identical by size and modification time (rsync's quick check).
-    skipped: list[str] = field(default_factory=list)
-    #: (relative path, one-line reason) for every file not fetched.
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    bytes: int = 0
-    seconds: float = 0.0
+    """What ``download_tree`` did, filled in as it goes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.files: list[DownloadResult] = []
+        #: Local files already identical by size and modification time (rsync's quick check).
+        self.skipped: list[str] = []
+        #: (relative path, one-line reason) for every file not fetched.
+        self.failed: list[tuple[str, str]] = []
+        self.bytes = 0
+        self.seconds = 0.0
+
+    def __repr__(self) -> str:
+        return (f"TreeResult(root={self.root!r}, files={len(self.files)}, skipped={len(self.skipped)}, "
+                f"failed={len(self.failed)}, bytes={self.bytes}, seconds={self.seconds:.3f})")
 
 
 def safe_components(path: str) -> list[str]:
@@ -131,16 +136,14 @@ class DirectoryCache:
         self.open.clear()
 
 
-@dataclass
-class Pending:
+class Pending(NamedTuple):
     entry: wire.Entry
     components: list[str]
     plan: Plan
     request_bytes: int
 
 
-@dataclass
-class Verified:
+class Verified(NamedTuple):
     where: tuple[str, ...]
     part: str
     name: str
@@ -290,7 +293,7 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
                 continue
             request = wire.format_request(wire.Get(remote_join(remote_dir, entry.path), pending.plan.offset,
                                                    pending.plan.version))
-            pending.request_bytes = len(request)
+            pending = pending._replace(request_bytes=len(request))
             outgoing += request
             in_flight.append(pending)
             in_flight_large += entry.size > LARGE

@@ -12,9 +12,8 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import xxhash
 
@@ -37,8 +36,7 @@ if TYPE_CHECKING:
     import ssl
 
 
-@dataclass
-class UploadResult:
+class UploadResult(NamedTuple):
     remote_path: str
     size: int
     digest: str

@@ -21,7 +21,7 @@ import fcntl
 import os
 import re
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import xxhash
 
@@ -56,8 +56,7 @@ def part_name(name: str, hex_digest: str) -> str:
     return f"{part_stem(name)}.{hex_digest}{PART_SUFFIX}"
 
 
-@dataclass(frozen=True, slots=True)
-class PartFile:
+class PartFile(NamedTuple):
     name: str
     hex_digest: str
     size: int

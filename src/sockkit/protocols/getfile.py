@@ -7,8 +7,8 @@ exactly the same lines. Pure: parsing and formatting only, no sockets and no fil
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 DEFAULT_PORT = 50001
 #: Longest request or answer line, newline included. PATH_MAX on Linux is 4096; a longer line
@@ -85,39 +85,33 @@ def unquote_path(text: str) -> str:
 # --- requests ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Get:
+class Get(NamedTuple):
     path: str
     offset: int = 0
     #: Digest of the file version the client holds the first ``offset`` bytes of; None: none.
     version: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class List:
+class List(NamedTuple):
     path: str
 
 
-@dataclass(frozen=True, slots=True)
-class Tree:
+class Tree(NamedTuple):
     path: str
 
 
-@dataclass(frozen=True, slots=True)
-class Put:
+class Put(NamedTuple):
     path: str
     size: int
     digest: str
     overwrite: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Auth:
+class Auth(NamedTuple):
     token: str
 
 
-@dataclass(frozen=True, slots=True)
-class Legacy:
+class Legacy(NamedTuple):
     """The chapter's request: a bare path line, answered with raw bytes and then end of stream."""
 
     path: str
@@ -192,8 +186,7 @@ def format_request(request: Request) -> bytes:
 # --- answers -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class FileHeader:
+class FileHeader(NamedTuple):
     """``OK1 SIZE OFFSET MTIME_NS DIGEST``: the body that follows is bytes OFFSET..SIZE."""
 
     size: int
@@ -206,8 +199,7 @@ class FileHeader:
         return self.size - self.offset
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One line of a LIST1/TREE1 answer: ``f|d SIZE MTIME_NS PATH``."""
 
     kind: str
@@ -216,8 +208,7 @@ class Entry:
     path: str
 
 
-@dataclass(frozen=True, slots=True)
-class Error:
+class Error(NamedTuple):
     code: ErrorCode
     message: str
 
