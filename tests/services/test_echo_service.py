@@ -52,6 +52,18 @@ def test_raw_echoes_bytes_unchanged():
     assert conn.receive(b"") == [CLOSE]
 
 
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=20))
+def test_mirrors_keeps_its_promise(chunks):
+    """A connection that says ``mirrors`` answers every chunk with itself and the end with a close,
+    so models may skip calling it; one that waits first (--delay) or frames lines does not say so."""
+    conn = EchoService(raw=True).connect(PEER)
+    assert conn.mirrors is True
+    assert [conn.receive(chunk) for chunk in chunks] == chunks
+    assert conn.receive(b"") == [CLOSE]
+    assert EchoService(raw=True, delay=0.1).connect(PEER).mirrors is False
+    assert getattr(EchoService().connect(PEER), "mirrors", False) is False
+
+
 def test_delay_waits_before_each_reply():
     """--delay is a Wait action: the model decides how to wait, never the service."""
     conn = EchoService(delay=0.5).connect(PEER)
