@@ -193,6 +193,11 @@ def kill_client(model: str, scale: Scale) -> Row:
     kills = scale.pick(50, 1000)
     try:
         with getfile_server(model, tree.root) as server:
+            # One whole transfer first: a server opens descriptors once, on its first requests
+            # (uvloop's loop, the file path's helpers); a baseline taken before them reads as a leak
+            # (CI saw "fds 8→18" once; warmed, 50 kills leave 18→18).
+            warm = _get(server.port, "big.bin", tree.base / "warm.bin")
+            warm.communicate(timeout=60)
             baseline = settle(server, snapshot(server))
             for _ in range(kills):
                 proc = _get(server.port, "big.bin", dest, "--limit-rate", "4M")
