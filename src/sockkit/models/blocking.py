@@ -35,17 +35,16 @@ class Tracker:
 
     def __init__(self) -> None:
         self.live: set[socket.socket] = set()
+        #: Connections whose reads a stop may end at once: those between requests, and those in the
+        #: mirror loop for as long as it runs (a chunk already received is still echoed first).
         self.waiting: set[socket.socket] = set()
-        #: Connections in the mirror loop: never between requests in a way we could see, so a
-        #: stop ends their reads at once (a chunk already received is still echoed first).
-        self.mirroring: set[socket.socket] = set()
         self.stopping = False
         self.hurry = threading.Event()  # set by cut(): a Wait in progress ends at once
 
     def stop(self) -> None:
         """Stop taking requests: connections waiting for one see end-of-stream at once."""
         self.stopping = True
-        for sock in [*self.waiting, *self.mirroring]:
+        for sock in list(self.waiting):
             _shutdown(sock, socket.SHUT_RD)
 
     def cut(self) -> None:
@@ -145,15 +144,15 @@ def mirror(sock: socket.socket, tracker: Tracker) -> None:
     service and no bookkeeping, which under the GIL is what the thread model's speed is made of.
     """
     recv, sendall = sock.recv, sock.sendall
-    tracker.mirroring.add(sock)  # then check ``stopping``: the order Tracker.stop relies on
-    try:
-        while not tracker.stopping:
-            data = recv(RECV_SIZE)
-            if not data:
-                return
-            sendall(data)
-    finally:
-        tracker.mirroring.discard(sock)
+    # In ``waiting`` for the whole loop, added before ``stopping`` is checked: the order Tracker.stop
+    # relies on. (After an error, serve_connection's ``finally`` takes it out.)
+    tracker.waiting.add(sock)
+    while not tracker.stopping:
+        data = recv(RECV_SIZE)
+        if not data:
+            break
+        sendall(data)
+    tracker.waiting.discard(sock)
 
 
 def kernel_timeout(sock: socket.socket, seconds: float) -> None:
