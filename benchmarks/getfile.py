@@ -565,6 +565,15 @@ class Bench:
         for model in self.models:
             yield f"sockkit {model}", lambda model=model: start_sockkit(self.procs, self.tmp, self.root, model)
 
+    def each_unsynced(self, case: str, model: str, body: Callable[[Row, Server], None], unit: str,
+                      amount: float) -> None:
+        """One more sockkit row, on ``model``, whose client runs with ``--no-fsync``: like for like
+        with curl and rsync, which never fsync (the default rows keep sockkit's own fsyncs)."""
+        if "sockkit" in self.missing:
+            return
+        self.each(case, iter([(f"sockkit {model} (no fsync)",
+                               lambda: start_sockkit(self.procs, self.tmp, self.root, model))]), body, unit, amount)
+
     def each(self, case: str, servers: Iterator[tuple[str, Callable[[], Server]]],
              body: Callable[[Row, Server], None], unit: str, amount: float) -> None:
         """Start each server and register its row's job; the case's rounds run them later."""
@@ -618,26 +627,21 @@ class Bench:
             url = f"rsync://{HOST}:{server.port}/data/big.bin"
             self.measure(row, server, lambda: [["rsync", "-a", url, str(dest)]], self.runs, after=remove(dest))
 
-        def sk(row: Row, server: Server) -> None:
-            row.note = "fsync + verify"
-            self.measure(row, server, lambda: [sockkit_get("big.bin", server.port, str(dest))], self.runs,
-                    env=sockkit_env(), after=remove(dest))
-
-        def sk_nosync(row: Row, server: Server) -> None:
-            row.note = "--no-fsync, verify"
-            self.measure(row, server, lambda: [sockkit_get("big.bin", server.port, str(dest), durable=False)],
-                         self.runs, env=sockkit_env(), after=remove(dest))
+        def sk_rows(durable: bool) -> Callable[[Row, Server], None]:
+            def sk(row: Row, server: Server) -> None:
+                row.note = "fsync + verify" if durable else "--no-fsync, verify"
+                self.measure(row, server,
+                             lambda: [sockkit_get("big.bin", server.port, str(dest), durable=durable)],
+                             self.runs, env=sockkit_env(), after=remove(dest))
+            return sk
 
         self.each(case, self.http_peers(), http, "MB/s", size)
         if "rsync" not in self.missing:
             self.each(case, iter([("rsync daemon", lambda: start_rsyncd(self.procs, self.tmp, self.root))]),
                       rsync, "MB/s", size)
-        self.each(case, self.sockkit_servers(), sk, "MB/s", size)
-        if self.models and "sockkit" not in self.missing:
-            model = self.models[0]
-            self.each(case, iter([(f"sockkit {model} (no fsync)",
-                                   lambda: start_sockkit(self.procs, self.tmp, self.root, model))]),
-                      sk_nosync, "MB/s", size)
+        self.each(case, self.sockkit_servers(), sk_rows(durable=True), "MB/s", size)
+        if self.models:
+            self.each_unsynced(case, self.models[0], sk_rows(durable=False), "MB/s", size)
 
     # -- N clients x 20 MiB
     def case_concurrent(self) -> None:
@@ -703,12 +707,9 @@ class Bench:
             self.each(case, iter([("rsync daemon", lambda: start_rsyncd(self.procs, self.tmp, self.root))]),
                       rsync, "files/s", count)
         self.each(case, self.sockkit_servers(), sk_rows(durable=True), "files/s", count)
-        if self.models and "sockkit" not in self.missing:
-            # Like for like with rsync and curl, which never fsync: the same client without the syncs.
+        if self.models:
             model = "uvloop" if "uvloop" in self.models else self.models[0]
-            self.each(case, iter([(f"sockkit {model} (no fsync)",
-                                   lambda: start_sockkit(self.procs, self.tmp, self.root, model))]),
-                      sk_rows(durable=False), "files/s", count)
+            self.each_unsynced(case, model, sk_rows(durable=False), "files/s", count)
 
     # -- TLS
     def case_tls(self) -> None:
