@@ -1,4 +1,4 @@
-"""One thread multiplexing every socket with ``selectors``: the chapter's select server, fixed.
+"""One thread multiplexing every socket with one readiness poller: the chapter's select server, fixed.
 
 Rules kept here:
 - Never "hope it won't block": every socket is non-blocking; a send that cannot finish leaves
@@ -7,6 +7,9 @@ Rules kept here:
 - A client whose unsent output passes ``HIGH_WATER`` is not read from until it drains, so a
   client that never reads costs at most that much memory.
 - ``Wait`` is a timer in a heap, never a sleep: a slow request holds only its own connection.
+- The poller is ``select.epoll`` (``select.poll`` where there is none), used directly with a
+  descriptor -> channel dict: the ``selectors`` module's per-event key objects and mask
+  translation are a measurable share of a 1 KiB echo (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
-import selectors
+import select
 import socket
 import time
 from collections import deque
@@ -26,7 +29,32 @@ from sockkit.models.settings import HIGH_WATER, RECV_SIZE, Server
 from sockkit.net import tune_accepted
 from sockkit.services.actions import Close, Reply, Send, SendFile, Wait, as_actions
 
-READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+
+class Poller:
+    """``select.epoll`` where there is one, else ``select.poll``: register/modify/unregister a
+    descriptor with READ|WRITE, ``poll(seconds)`` -> [(fd, events)]. Both report a hang-up or an
+    error as ERROR bits even when they were not asked for."""
+
+    def __init__(self) -> None:
+        epoll = getattr(select, "epoll", None)
+        self._poller = epoll() if epoll is not None else select.poll()
+        self.register = self._poller.register
+        self.modify = self._poller.modify
+        self.unregister = self._poller.unregister
+        if epoll is not None:
+            self.poll = self._poller.poll  # seconds, as a float
+            self.close = self._poller.close
+        else:
+            self.poll = self._poll_ms
+            self.close = lambda: None
+
+    def _poll_ms(self, timeout: float) -> list[tuple[int, int]]:
+        return self._poller.poll(timeout * 1000)
+
+
+# epoll and poll share these bit values (EPOLLIN == POLLIN, ...).
+READ, WRITE = select.POLLIN, select.POLLOUT
+ERROR = select.POLLERR | select.POLLHUP
 #: Actions queued behind a Wait or a pending send before we stop reading a client.
 MAX_QUEUED_ACTIONS = 256
 #: Clients accepted per wake-up of a listener, so a connect storm cannot starve the others.
@@ -82,7 +110,7 @@ class Channel:
 class SelectServer:
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.selector = selectors.DefaultSelector()
+        self.poller = Poller()
         self.channels: dict[int, Channel] = {}
         self.timers: list = []
         self.sequence = itertools.count()
@@ -97,25 +125,33 @@ class SelectServer:
         stop = self.server.stop
         for listener in self.listeners.values():
             listener.setblocking(False)
-            self.selector.register(listener, READ, None)
-        self.selector.register(stop.fileno(), READ, None)
+            self.poller.register(listener.fileno(), READ)
+        self.poller.register(stop.fileno(), READ)
+        channels = self.channels
+        poll = self.poller.poll
         next_sweep = time.monotonic() + SWEEP_SECONDS
         try:
-            while self.accepting or self.channels:
+            while self.accepting or channels:
                 timeout = SWEEP_SECONDS
                 if self.timers:
                     timeout = max(0.0, min(timeout, self.timers[0][0] - time.monotonic()))
-                events = self.selector.select(timeout)
+                events = poll(timeout)
                 now = time.monotonic()
-                for key, mask in events:
-                    channel = key.data
+                for fd, mask in events:
+                    channel = channels.get(fd)
                     if channel is None:
-                        self._on_listener(key.fd, now)
-                    elif channel.fd in self.channels:
-                        if mask & READ:
-                            self._on_readable(channel, now)
-                        if mask & WRITE and channel.fd in self.channels:
-                            self._pump(channel, now)
+                        if fd in self.listeners or fd == stop.fileno():
+                            self._on_listener(fd, now)
+                        continue  # closed earlier in this batch
+                    if mask == READ:  # the common case: one readable client
+                        self._on_readable(channel, now)
+                        continue
+                    if mask & ERROR:
+                        mask |= channel.mask  # a hang-up or error: let the read or the send find it
+                    if mask & READ and channel.mask & READ:
+                        self._on_readable(channel, now)
+                    if mask & WRITE and channel.mask & WRITE and fd in channels:
+                        self._pump(channel, now)
                 while self.timers and self.timers[0][0] <= now:
                     _, _, channel = heapq.heappop(self.timers)
                     if channel.fd in self.channels and channel.held:
@@ -129,7 +165,7 @@ class SelectServer:
                 self._close(channel)
             for listener in self.listeners.values():
                 listener.close()
-            self.selector.close()
+            self.poller.close()
 
     def _on_listener(self, fd: int, now: float) -> None:
         stop = self.server.stop
@@ -166,7 +202,7 @@ class SelectServer:
         server.log.connected(peer)
         channel = Channel(sock, server.service.connect(peer), now)
         self.channels[channel.fd] = channel
-        self.selector.register(sock, READ, channel)
+        self.poller.register(channel.fd, READ)
         self._enqueue(channel, channel.conn.start(), now)
 
     def _on_readable(self, channel: Channel, now: float) -> None:
@@ -310,18 +346,18 @@ class SelectServer:
         if mask == channel.mask:
             return
         if not mask:
-            self.selector.unregister(channel.sock)  # nothing to wait for until a timer fires
+            self.poller.unregister(channel.fd)  # nothing to wait for until a timer fires
         elif not channel.mask:
-            self.selector.register(channel.sock, mask, channel)
+            self.poller.register(channel.fd, mask)
         else:
-            self.selector.modify(channel.sock, mask, channel)
+            self.poller.modify(channel.fd, mask)
         channel.mask = mask
 
     def _close(self, channel: Channel) -> None:
         if self.channels.pop(channel.fd, None) is None:
             return
         if channel.mask:
-            self.selector.unregister(channel.sock)  # unregister before close: the fd may be reused
+            self.poller.unregister(channel.fd)  # unregister before close: the fd may be reused
         if channel.file is not None:
             channel.file.file.close()
         for action in channel.outbox:
@@ -350,21 +386,21 @@ class SelectServer:
         if self.muted_until and now >= self.muted_until:
             self.muted_until = 0.0
             for listener in self.listeners.values():
-                self.selector.register(listener, READ, None)
+                self.poller.register(listener.fileno(), READ)
 
     def _mute_listeners(self, until: float) -> None:
         if self.muted_until:
             return
         self.muted_until = until
         for listener in self.listeners.values():
-            self.selector.unregister(listener)
+            self.poller.unregister(listener.fileno())
 
     def _begin_stop(self, now: float) -> None:
         self.accepting = False
         self.drain_deadline = now + self.server.limits.drain_seconds
         for fd, listener in list(self.listeners.items()):
             if not self.muted_until:
-                self.selector.unregister(listener)
+                self.poller.unregister(listener.fileno())
             listener.close()
             del self.listeners[fd]
         for channel in list(self.channels.values()):
