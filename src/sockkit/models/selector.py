@@ -35,8 +35,8 @@ class Poller:
     descriptor with READ|WRITE, ``poll(seconds)`` -> [(fd, events)]. Both report a hang-up or an
     error as ERROR bits even when they were not asked for."""
 
-    def __init__(self) -> None:
-        epoll = getattr(select, "epoll", None)
+    def __init__(self, use_epoll: bool = hasattr(select, "epoll")) -> None:
+        epoll = select.epoll if use_epoll else None
         self._poller = epoll() if epoll is not None else select.poll()
         self.register = self._poller.register
         self.modify = self._poller.modify
