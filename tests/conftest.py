@@ -7,7 +7,9 @@ process of its left behind.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 
 import pytest
 
@@ -55,3 +57,17 @@ def ipv6_available() -> bool:
 @pytest.fixture(params=ALL_MODELS)
 def model(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """A self-signed P-256 certificate for 127.0.0.1 and localhost, made by the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not installed (Debian package openssl)")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key

@@ -42,7 +42,7 @@ MODEL_SUMMARIES = {
     "thread": "a thread per client",
     "socketserver": "the standard library's socketserver (ThreadingTCPServer; --fork: ForkingTCPServer)",
     "pool": "a bounded pool of worker threads (--workers N)",
-    "select": "one thread multiplexing every socket with selectors; buffered non-blocking writes",
+    "select": "one thread multiplexing every socket with epoll (poll elsewhere); buffered non-blocking writes",
     "asyncio": "asyncio Protocols on asyncio's own event loop",
     "uvloop": "asyncio Protocols on uvloop's event loop",
     "prefork": "N worker processes sharing the port with SO_REUSEPORT, each on uvloop/asyncio",

@@ -18,7 +18,6 @@ import xxhash
 
 from sockkit.protocols.getfile import FileHeader, Get, List, Put, Tree, format_request, parse_answer, parse_header
 from tests.conftest import PARALLEL_MODELS, running, sockkit_command
-from tests.models.test_tls import certificate  # noqa: F401  (fixture)
 
 BIG_SIZE = 32 << 20  # large enough that a client that never reads leaves the server stuck mid-send
 SIZES = {"zero": 0, "one": 1, "k-1": 1023, "k": 1024, "k+1": 1025, "three-megs": 3 << 20}
@@ -382,7 +381,7 @@ def test_missing_root_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["thread", "fork", "asyncio", "prefork"])
-def test_over_tls(model, served, certificate):  # noqa: F811  (the imported fixture)
+def test_over_tls(model, served, certificate):
     """The same bytes over TLS (the models carry TLS; the service does not know)."""
     cert, key = certificate
     data = (served / "three-megs").read_bytes()

