@@ -112,6 +112,10 @@ class SelectServer:
         self.server = server
         self.poller = Poller()
         self.channels: dict[int, Channel] = {}
+        #: The channels of ``channels`` that mirror (``Connection.mirrors``) and have nothing queued,
+        #: buffered, held or closing: the loop hands their readable events straight to ``_mirror``.
+        #: ``_watch`` keeps it current after every change of state, ``_close`` on the way out.
+        self.mirroring: dict[int, Channel] = {}
         self.timers: list = []
         self.sequence = itertools.count()
         self.throttle = AcceptThrottle(server.log)
@@ -129,7 +133,7 @@ class SelectServer:
             listener.setblocking(False)
             self.poller.register(listener.fileno(), READ)
         self.poller.register(stop.fileno(), READ)
-        channels = self.channels
+        channels, mirroring = self.channels, self.mirroring
         poll = self.poller.poll
         next_sweep = time.monotonic() + SWEEP_SECONDS
         try:
@@ -140,6 +144,10 @@ class SelectServer:
                 events = poll(timeout)
                 now = time.monotonic()
                 for fd, mask in events:
+                    channel = mirroring.get(fd)
+                    if channel is not None and mask == READ:
+                        self._mirror(channel, now)
+                        continue
                     channel = channels.get(fd)
                     if channel is None:
                         if fd in self.listeners or fd == stop.fileno():
@@ -208,8 +216,7 @@ class SelectServer:
         self._enqueue(channel, channel.conn.start(), now)
 
     def _on_readable(self, channel: Channel, now: float) -> None:
-        if channel.mirrors and not (channel.closing or channel.outbox or channel.buffer or channel.file
-                                    or channel.held):
+        if channel.fd in self.mirroring:
             self._mirror(channel, now)
             return
         try:
@@ -375,6 +382,11 @@ class SelectServer:
             self._close(channel)
 
     def _watch(self, channel: Channel) -> None:
+        if channel.mirrors:
+            if channel.closing or not channel.idle:
+                self.mirroring.pop(channel.fd, None)
+            else:
+                self.mirroring[channel.fd] = channel
         wants_write = bool(channel.buffer) or channel.file is not None
         backed_up = (len(channel.buffer) + channel.queued > HIGH_WATER
                      or len(channel.outbox) > MAX_QUEUED_ACTIONS)
@@ -392,6 +404,7 @@ class SelectServer:
     def _close(self, channel: Channel) -> None:
         if self.channels.pop(channel.fd, None) is None:
             return
+        self.mirroring.pop(channel.fd, None)
         if channel.mask:
             self.poller.unregister(channel.fd)  # unregister before close: the fd may be reused
         if channel.file is not None:
