@@ -64,7 +64,7 @@ def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceS
     parser.add_argument("--tls-key", metavar="PEM", help="private key for --tls-cert")
     parser.add_argument("--cpus", type=_cpus, default="auto", metavar="auto|all|LIST",
                         help="CPUs the server may run on: auto (default) keeps the thread, pool and socketserver "
-                             "models, whose threads share one GIL, on one CPU (about 1.6x the requests per second "
+                             "models, whose threads share one GIL, on one CPU (1.1-2.2x the requests per second "
                              "here), unless serving TLS; all: wherever the system puts them; or a list like 0,2-3")
     parser.add_argument("--insecure", action="store_true",
                         help="allow listening beyond loopback with neither TLS nor a token (prints a warning)")
