@@ -1,6 +1,11 @@
-"""Bare socketserver.ThreadingTCPServer raw echo. No sockkit code."""
+"""Bare socketserver.ThreadingTCPServer raw echo. No sockkit code.
+
+``--one-cpu`` runs it on the CPU it starts on (``taskset -c N`` done by the process itself), the
+deployment sockkit's thread models use by default: it shows how much of their lead is that alone.
+"""
 
 import argparse
+import os
 import socket
 import socketserver
 
@@ -23,7 +28,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--one-cpu", action="store_true")
     args = parser.parse_args()
+    if args.one_cpu:
+        with open("/proc/thread-self/stat", "rb") as stat:
+            cpu = int(stat.read().rpartition(b")")[2].split()[36])
+        os.sched_setaffinity(0, {cpu})
     with Server((args.host, args.port), Echo) as server:
         print(f"listening on {args.host}:{server.server_address[1]}", flush=True)
         server.serve_forever()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sockkit.affinity import parse_cpus
+from sockkit.bench.targets import peer_targets
 from sockkit.testing import running, sockkit_command
 from tests.conftest import read_line
 
@@ -99,3 +100,20 @@ def test_bad_cpus_are_refused_before_listening(value: str, message: str) -> None
     assert done.returncode == 2
     assert message in done.stderr
     assert "listening" not in done.stdout
+
+
+@needs_two_cpus
+def test_the_benchmarks_one_cpu_peer_is_pinned_and_echoes() -> None:
+    """``threading-tcpserver-1cpu`` in ``sockkit bench models``: the bare peer on one CPU, still a bare echo."""
+    peer = next(t for t in peer_targets() if t.name == "threading-tcpserver-1cpu")
+    proc = subprocess.Popen(peer.command(), stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        port = int(line.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"raw bytes")
+            assert sock.recv(100) == b"raw bytes"
+            assert all(len(cpus) == 1 for cpus in cpus_of(proc.pid)), cpus_of(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)

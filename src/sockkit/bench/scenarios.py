@@ -32,7 +32,8 @@ class Scenario:
 NO_PEERS_WHY = "the peers are bare echoes without --delay"
 IDLE_SKIP = (("sequential", SEQUENTIAL_WHY),
              ("pool", "a worker stays with its client until it leaves: idle clients hold every worker"),
-             ("socketserver", "ThreadingTCPServer, the same as the thread model and its peer"))
+             ("socketserver", "ThreadingTCPServer, the same as the thread model and its peer"),
+             ("threading-tcpserver-1cpu", "shown for the active-connection scenarios only"))
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("short", "10 connections x 1 KiB", headline=True),

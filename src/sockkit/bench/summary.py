@@ -122,7 +122,10 @@ def markdown(rows: dict[str, list[dict]], checks: list[dict], environment: dict,
            "Every ratio is against a peer "
            "measured in the same run: `vs peer` = this model / its like-for-like reference server "
            "(uvloop, prefork → bare-uvloop; asyncio → bare-asyncio; select → bare-selectors; thread, pool, "
-           "socketserver, fork → threading-tcpserver); `vs node` = / Node.js `net`.", ""]
+           "socketserver, fork → threading-tcpserver); `vs node` = / Node.js `net`. "
+           "`threading-tcpserver-1cpu` is the same peer kept on one CPU, as sockkit's thread models are by "
+           "default (`serve --cpus`): compare the thread models with it to see the model apart from the "
+           "pinning.", ""]
     for name, scenario in SCENARIOS.items():
         if name not in rows:
             continue

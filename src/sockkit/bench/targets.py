@@ -86,6 +86,11 @@ def peer_targets() -> list[Target]:
         Target("threading-tcpserver", "peer", (py, str(folder / "threading_tcpserver.py")), env=env),
         Target("bare-selectors", "peer", (py, str(folder / "selectors_loop.py")), env=env),
     ]
+    if hasattr(os, "sched_setaffinity"):
+        # The same on one CPU, as sockkit's thread models run by default (serve --cpus): no target's
+        # peer; shown so the tables say how much of the thread models' lead is the pinning alone.
+        peers.append(Target("threading-tcpserver-1cpu", "peer",
+                            (py, str(folder / "threading_tcpserver.py"), "--one-cpu"), env=env))
     node = shutil.which("node")
     if node:
         peers.append(Target("node-net", "peer", (node, str(folder / "node_net.js"))))
