@@ -33,9 +33,9 @@ def parse_cpus(text: str) -> str | frozenset[int]:
         try:
             first, last = int(low), int(high if dash else low)
         except ValueError:
-            raise ValueError(f"--cpus: {text!r} is not auto, all or a CPU list like 0,2-3") from None
+            raise ValueError(f"{text!r} is not auto, all or a CPU list like 0,2-3") from None
         if first < 0 or last < first or last > 4095:
-            raise ValueError(f"--cpus: bad CPU range {part.strip()!r}")
+            raise ValueError(f"bad CPU range {part.strip()!r}")
         cpus.update(range(first, last + 1))
     return frozenset(cpus)
 

@@ -74,7 +74,7 @@ def _cpus(text: str) -> str | frozenset[int]:
     try:
         return affinity.parse_cpus(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--cpus: ")) from None
+        raise argparse.ArgumentTypeError(str(exc)) from None  # argparse names the option
 
 
 def tls_context(args: argparse.Namespace, model: str) -> ssl.SSLContext | None:
