@@ -17,6 +17,7 @@ import pytest
 
 from sockkit.clients import getfile
 from sockkit.clients.localfs import part_name
+from sockkit.clients.transfer import PIPELINE_MIN
 from sockkit.errors import (
     Cancelled,
     ConnectError,
@@ -32,6 +33,8 @@ from sockkit.errors import (
 from tests.clients.fake_getfile_server import FakeServer, Faults, digest_of
 
 BLOB = os.urandom(3 * 1024 * 1024 + 17)
+#: Above transfer.PIPELINE_MIN: received on one thread, written by another.
+HUGE = os.urandom(PIPELINE_MIN + 5 * 1024 * 1024 + 3)
 
 
 def tree_of(path: Path) -> set[str]:
@@ -44,7 +47,8 @@ def parts_in(path: Path) -> list[str]:
 
 @pytest.fixture
 def server():
-    with FakeServer({"big.bin": BLOB, "notes.txt": b"hello world\n", "sub/deep.txt": b"deep"}) as fake:
+    files = {"big.bin": BLOB, "huge.bin": HUGE, "notes.txt": b"hello world\n", "sub/deep.txt": b"deep"}
+    with FakeServer(files) as fake:
         yield fake
 
 
@@ -106,19 +110,21 @@ def test_existing_symlink_is_not_followed(tmp_path, server):
     assert not (dest / "notes.txt").is_symlink()
 
 
-def test_short_body_keeps_part_and_resume_completes_it(tmp_path, server):
-    """Connection lost: TransferInterrupted, part kept; the next run resumes it byte-identically."""
+@pytest.mark.parametrize(("name", "data"), [("big.bin", BLOB), ("huge.bin", HUGE)], ids=["one-thread", "writer-thread"])
+def test_short_body_keeps_part_and_resume_completes_it(tmp_path, server, name, data):
+    """Connection lost: TransferInterrupted, every byte that arrived is in the part; the next run
+    resumes it byte-identically."""
     server.faults.short_body = 1000
     with pytest.raises(TransferInterrupted, match="closed the connection"):
-        getfile.download("big.bin", port=server.port, dest=tmp_path)
-    assert not (tmp_path / "big.bin").exists()
-    part = tmp_path / part_name("big.bin", digest_of(BLOB).split(":")[1])
-    assert part.exists() and part.stat().st_size == len(BLOB) - 1000
+        getfile.download(name, port=server.port, dest=tmp_path)
+    assert not (tmp_path / name).exists()
+    part = tmp_path / part_name(name, digest_of(data).split(":")[1])
+    assert part.exists() and part.stat().st_size == len(data) - 1000
     server.faults = Faults()
-    result = getfile.download("big.bin", port=server.port, dest=tmp_path)
-    assert result.resumed_from == len(BLOB) - 1000
-    assert server.requests[-1] == f"GET1 {len(BLOB) - 1000} {digest_of(BLOB)} big.bin".encode()
-    assert (tmp_path / "big.bin").read_bytes() == BLOB
+    result = getfile.download(name, port=server.port, dest=tmp_path)
+    assert result.resumed_from == len(data) - 1000
+    assert server.requests[-1] == f"GET1 {len(data) - 1000} {digest_of(data)} {name}".encode()
+    assert (tmp_path / name).read_bytes() == data
     assert parts_in(tmp_path) == []
 
 

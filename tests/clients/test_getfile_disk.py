@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sockkit.clients import getfile
+from sockkit.clients.transfer import PIPELINE_MIN
 from sockkit.errors import DestinationError, NotEnoughSpace, describe
 from tests.clients.fake_getfile_server import FakeServer
 
@@ -54,22 +55,28 @@ def test_too_big_for_the_disk_is_refused_up_front(small_disk):
     assert list(small_disk.iterdir()) == []
 
 
-def test_disk_filling_up_during_the_download(small_disk):
+@pytest.mark.parametrize("size_kib", [600, (PIPELINE_MIN >> 10) + 2048], ids=["one-thread", "writer-thread"])
+def test_disk_filling_up_during_the_download(tmp_path, size_kib):
     """ENOSPC halfway: one clear line, no final file, the part kept for a resume."""
-    data = os.urandom(600 * 1024)
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, f"size={size_kib + 400}k")
+    data = os.urandom(size_kib * 1024)
 
     def fill_the_disk(progress: getfile.Progress) -> None:
-        filler = small_disk / "filler"
+        filler = disk / "filler"
         if not filler.exists():
             fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
             with contextlib.suppress(OSError):  # it fills what is left, then hits ENOSPC itself
-                os.write(fd, b"\0" * (1024 * 1024))
+                os.write(fd, b"\0" * (size_kib * 1024))
             os.close(fd)
 
-    with FakeServer({"f": data}) as fake, pytest.raises(DestinationError, match="disk full"):
-        getfile.download("f", port=fake.port, dest=small_disk, progress=fill_the_disk)
-    assert not (small_disk / "f").exists()
-    assert any(p.name.endswith(".part") for p in small_disk.iterdir())
+    try:
+        with FakeServer({"f": data}) as fake, pytest.raises(DestinationError, match="disk full"):
+            getfile.download("f", port=fake.port, dest=disk, progress=fill_the_disk)
+        assert not (disk / "f").exists()
+        assert any(p.name.endswith(".part") for p in disk.iterdir())
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_read_only_destination(read_only_disk):

