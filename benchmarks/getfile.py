@@ -54,6 +54,9 @@ MiB = 1 << 20
 REPO = Path(__file__).resolve().parent.parent
 #: The sockkit client and server run from this checkout's sources with this interpreter.
 PYTHON = sys.executable
+#: `sockkit get` as users run it: the console script (no runpy, ~5 ms less than `python -m`).
+_SCRIPT = Path(PYTHON).with_name("sockkit")
+SOCKKIT_CLIENT = [str(_SCRIPT)] if _SCRIPT.is_file() else [PYTHON, "-m", "sockkit"]
 #: Longest a single client command may take before its row is marked failed.
 CLIENT_TIMEOUT = 300.0
 #: The sockkit side of the concurrent case: its own small script, so its start-up is not this one's.
@@ -516,7 +519,7 @@ def curl_urls(urls: list[str], outputs: list[str], tmp: Path, *, parallel: bool 
 
 def sockkit_get(remote: str, port: int, dest: str, *, recursive: bool = False, cert: Path | None = None,
                 durable: bool = True) -> list[str]:
-    argv = [PYTHON, "-m", "sockkit", "get", remote, "--host", HOST, "--port", str(port), "-o", dest,
+    argv = [*SOCKKIT_CLIENT, "get", remote, "--host", HOST, "--port", str(port), "-o", dest,
             "--progress", "none", "--force"]
     if recursive:
         argv.append("-r")

@@ -279,7 +279,8 @@ def test_token_is_presented_first(tmp_path):
 
 def test_list_remote(server):
     entries = getfile.list_remote(".", port=server.port)
-    assert {(e.kind, e.path) for e in entries} == {("f", "big.bin"), ("f", "notes.txt"), ("d", "sub")}
+    expected = {("f", "big.bin"), ("f", "huge.bin"), ("f", "notes.txt"), ("d", "sub")}
+    assert {(e.kind, e.path) for e in entries} == expected
 
 
 def test_upload_then_refusal_then_force(tmp_path, server):

@@ -20,10 +20,8 @@ Hashing with xxh3-128 runs at ~40 GB/s here (0.025 s per GiB): the copies domina
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import queue
 import socket
 import stat
 import threading
@@ -46,16 +44,25 @@ WRITEBACK_BYTES = 32 << 20
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _sync_file_range():
-    try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    return call
+class _SyncFileRange:
+    """libc's sync_file_range, looked up on the first write to a file (ctypes costs ~3 ms to import,
+    which a download to /dev/null never needs); None where there is none."""
 
+    loaded = False
+    call = None
 
-_start_writeback = _sync_file_range()
+    @classmethod
+    def get(cls):
+        if not cls.loaded:
+            cls.loaded = True
+            import ctypes
+            try:
+                call = ctypes.CDLL(None, use_errno=True).sync_file_range
+                call.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+                cls.call = call
+            except (OSError, AttributeError):
+                cls.call = None
+        return cls.call
 
 
 class Writeback:
@@ -68,16 +75,19 @@ class Writeback:
 
     def advance(self, count: int) -> None:
         self.position += count
-        if self.position - self.mark >= WRITEBACK_BYTES and _start_writeback is not None:
-            _start_writeback(self.fd, self.mark, self.position - self.mark, _SYNC_FILE_RANGE_WRITE)
+        if self.position - self.mark >= WRITEBACK_BYTES:
+            start = _SyncFileRange.get()
+            if start is not None:
+                start(self.fd, self.mark, self.position - self.mark, _SYNC_FILE_RANGE_WRITE)
             self.mark = self.position
 
 
 def start_writeback(fd: int) -> None:
     """Start writing all of ``fd``'s dirty pages now, without waiting (the fsync later finds them
     written); a no-op where ``sync_file_range`` is missing."""
-    if _start_writeback is not None:
-        _start_writeback(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+    start = _SyncFileRange.get()
+    if start is not None:
+        start(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 class Buffer:
@@ -266,6 +276,7 @@ class _Writer(threading.Thread):
         self.fd = fd
         self.update = hasher.update if hasher is not None else None
         self.writeback = writeback
+        import queue  # here: only large bodies need it
         self.work: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
         self.done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
 

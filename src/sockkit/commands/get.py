@@ -13,6 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from sockkit.cli import HelpFormatter
 from sockkit.clients import getfile
 from sockkit.clients.localfs import human_size
 from sockkit.commands.progress import ProgressPrinter
@@ -58,7 +59,8 @@ def add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     get = subparsers.add_parser("get", help="download a file (or -r a directory) from a getfile server",
-                                description="Download from `sockkit serve getfile`, verified, resumable.")
+                                description="Download from `sockkit serve getfile`, verified, resumable.",
+                                formatter_class=HelpFormatter)
     get.add_argument("remote", metavar="REMOTE_PATH", help="path on the server, relative to its root")
     get.add_argument("-o", "--output", default=".", metavar="LOCAL_DIR_OR_FILE",
                      help="an existing directory (the file keeps its name) or the file to create (default .)")
@@ -72,12 +74,13 @@ def register(subparsers) -> None:
     add_transfer_arguments(get)
     get.set_defaults(handler=run_get)
 
-    ls = subparsers.add_parser("ls", help="list a directory on a getfile server")
+    ls = subparsers.add_parser("ls", help="list a directory on a getfile server", formatter_class=HelpFormatter)
     ls.add_argument("remote", nargs="?", default=".", metavar="REMOTE_DIR", help="default: the served root")
     add_connection_arguments(ls)
     ls.set_defaults(handler=run_ls)
 
-    put = subparsers.add_parser("put", help="upload a file to a getfile server started with --allow-upload")
+    put = subparsers.add_parser("put", help="upload a file to a getfile server started with --allow-upload",
+                                formatter_class=HelpFormatter)
     put.add_argument("local", metavar="LOCAL_PATH")
     put.add_argument("remote", nargs="?", default=".", metavar="REMOTE_DIR", help="default: the served root")
     add_connection_arguments(put)

@@ -8,7 +8,6 @@ The human summary line then goes to stderr so stdout stays pure JSON.
 
 from __future__ import annotations
 
-import json
 import sys
 
 from sockkit.clients.getfile import Progress
@@ -54,5 +53,7 @@ class ProgressPrinter:
 
     @staticmethod
     def _json(obj: dict) -> None:
+        import json  # here: only --progress json needs it
+
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
