@@ -105,20 +105,25 @@ def test_permission_denied(tmp_path):
     assert list(target.iterdir()) == []
 
 
-def test_eio_on_fsync_leaves_no_final_file(tmp_path):
-    """strace makes every fsync fail with EIO: the file must not get its final name."""
+@pytest.mark.parametrize("recursive", [False, True], ids=["file", "tree"])
+def test_eio_on_fsync_leaves_no_final_file(tmp_path, recursive):
+    """strace makes every fsync fail with EIO: no file may get its final name (for -r too, where
+    the fsyncs come in a batch before the renames)."""
     if not shutil.which("strace"):
         pytest.skip("strace is not installed")
-    with FakeServer({"f": b"data" * 1000}) as fake:
+    files = {"d/f": b"data" * 1000, "d/g": b"more" * 1000}
+    remote = ["d", "-r"] if recursive else ["d/f"]
+    with FakeServer(files) as fake:
         done = subprocess.run(["strace", "-f", "-o", "/dev/null", "-e", "trace=fsync", "-e", "inject=fsync:error=EIO",
-                               sys.executable, "-m", "sockkit", "get", "f", "--port", str(fake.port), "-o",
+                               sys.executable, "-m", "sockkit", "get", *remote, "--port", str(fake.port), "-o",
                                str(tmp_path)], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True,
                               timeout=60)
     if "ptrace" in done.stderr and done.returncode != 1:
         pytest.skip(f"strace cannot trace here: {done.stderr.strip()[:200]}")
     assert done.returncode == 1, done.stderr
     assert "input/output error" in done.stderr
-    assert not (tmp_path / "f").exists()
+    finals = [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".part")]
+    assert finals == []
 
 
 def _traced_get(argv: list[str], syscalls: str, trace: Path) -> list[str]:
@@ -157,28 +162,49 @@ def test_no_fsync_skips_every_sync_and_still_verifies(tmp_path, recursive):
                 assert calls == []
 
 
+def _whole_calls(trace: list[str]) -> list[str]:
+    """strace -f splits a call another thread interrupts ("<unfinished ...>", then "<... resumed>");
+    joined here, each call sits where it returned (the client may use threads: the writer)."""
+    started: dict[str, str] = {}
+    calls = []
+    for line in trace:
+        pid, _, rest = line.partition(" ")
+        rest = rest.lstrip()
+        if rest.endswith("<unfinished ...>"):
+            started[pid] = rest.removesuffix("<unfinished ...>").rstrip()
+        elif (match := re.match(r"<\.\.\. \w+ resumed>(.*)", rest)) and pid in started:
+            calls.append(started.pop(pid) + match.group(1))
+        else:
+            calls.append(rest)
+    return calls
+
+
 def test_tree_fsyncs_every_part_before_it_gets_its_name(tmp_path):
     """Durability order for -r, read from the system calls themselves: each part is fsync'ed
-    (through a descriptor opened on that part) before the rename that gives it its final name."""
+    (through a descriptor opened on that part, or a duplicate of one) and that fsync has returned
+    0 before the rename that gives the part its final name."""
     files = {f"d/sub{i % 3}/f{i:03d}.txt": f"file {i}\n".encode() * (i + 1) for i in range(40)}
     out = tmp_path / "out"
     out.mkdir()
     with FakeServer(files) as fake:
         trace = _traced_get(["d", "-r", "--port", str(fake.port), "-o", str(out)],
-                            "openat,fsync,close,renameat2,renameat,rename,linkat", tmp_path / "trace.out")
+                            "openat,dup,fcntl,fsync,close,renameat2,renameat,rename,linkat", tmp_path / "trace.out")
     open_fds: dict[str, str] = {}
     synced: set[str] = set()
     named: list[str] = []
-    for line in trace:
-        if (match := re.search(r'openat\(\d+, "([^"]+\.part)", .*\) = (\d+)$', line)):
+    for call in _whole_calls(trace):
+        if (match := re.search(r'openat\(\d+, "([^"]+\.part)", .*\)\s+= (\d+)$', call)):
             open_fds[match.group(2)] = match.group(1)
-        elif (match := re.search(r"fsync\((\d+)\)\s+= 0", line)) and match.group(1) in open_fds:
+        elif ((match := re.search(r"(?:dup\((\d+)|fcntl\((\d+), F_DUPFD\w*, \d+)\)\s+= (\d+)", call))
+              and (match.group(1) or match.group(2)) in open_fds):
+            open_fds[match.group(3)] = open_fds[match.group(1) or match.group(2)]
+        elif (match := re.search(r"fsync\((\d+)\)\s+= 0", call)) and match.group(1) in open_fds:
             synced.add(open_fds[match.group(1)])
-        elif (match := re.search(r"close\((\d+)\)", line)):
+        elif (match := re.search(r"close\((\d+)\)", call)):
             open_fds.pop(match.group(1), None)
-        elif (match := re.search(r'(?:renameat2?|rename|linkat)\(.*?"([^"]+\.part)"', line)):
+        elif (match := re.search(r'(?:renameat2?|rename|linkat)\(.*?"([^"]+\.part)"', call)):
             named.append(match.group(1))
-            assert match.group(1) in synced, f"{match.group(1)} got its final name before any fsync"
+            assert match.group(1) in synced, f"{match.group(1)} got its final name before its fsync returned"
     assert len(named) == len(files)
     for path, data in files.items():
         assert (out / path).read_bytes() == data
