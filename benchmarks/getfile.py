@@ -676,9 +676,9 @@ class Bench:
         count = self.sizes.small_count
         case = f"{count} files x {self.sizes.small_size // 1024} KiB"
         # Every run writes into a directory of its own, and they are all removed once the case is
-        # over: ext4 without a journal (this machine's) skips inodes freed in the last 30 s when it
-        # allocates new ones, so a run right after another run's 1,000 deletions paid 0.3-0.5 ms
-        # per file creation for that scan (rsync moved between 1,400 and 4,200 files/s with it).
+        # over: ext4 without a journal (this machine's) makes each file creation skip the free
+        # inodes of its group that were deleted recently, one by one, so removing each run's 1,000
+        # files right after it made every later run of the case slower than the one before.
         runs_root = self.tmp / "out" / "small"
         runs_root.mkdir(parents=True, exist_ok=True)
         self.cleanups.append(remove(runs_root))
