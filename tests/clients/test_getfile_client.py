@@ -245,16 +245,19 @@ def test_progress_reaches_total(tmp_path, server):
     assert seen[-1].speed >= 0
 
 
-def test_cancel_leaves_a_part_that_resumes(tmp_path, server):
+@pytest.mark.parametrize(("name", "data", "sent"), [("big.bin", BLOB, 100_000), ("huge.bin", HUGE, 9_000_123)],
+                         ids=["one-thread", "writer-thread"])
+def test_cancel_leaves_a_part_that_resumes(tmp_path, server, name, data, sent):
+    """Cancelled while the server is silent: every byte that came is in the part, and it resumes."""
     cancel = threading.Event()
-    server.faults.stall_after = 100_000
+    server.faults.stall_after = sent
     threading.Timer(0.3, cancel.set).start()
     with pytest.raises(Cancelled):
-        getfile.download("big.bin", port=server.port, dest=tmp_path, cancel=cancel, timeout=30)
-    assert len(parts_in(tmp_path)) == 1 and not (tmp_path / "big.bin").exists()
+        getfile.download(name, port=server.port, dest=tmp_path, cancel=cancel, timeout=30)
+    assert len(parts_in(tmp_path)) == 1 and not (tmp_path / name).exists()
     server.faults = Faults()
-    result = getfile.download("big.bin", port=server.port, dest=tmp_path)
-    assert result.resumed_from == 100_000 and (tmp_path / "big.bin").read_bytes() == BLOB
+    result = getfile.download(name, port=server.port, dest=tmp_path)
+    assert result.resumed_from == sent and (tmp_path / name).read_bytes() == data
 
 
 def test_limit_rate_still_delivers_exact_bytes(tmp_path):
