@@ -272,6 +272,27 @@ def test_dev_null_is_streamed_and_verified(server):
     assert result.size == len(BLOB) and result.path == Path("/dev/null")
 
 
+def test_fifo_destination_gets_every_byte_in_order(tmp_path, server):
+    """A FIFO is written straight through (no part file, no writer thread: its writes may block
+    on the reader); a reader on the other end gets the exact bytes of a large file."""
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    received = bytearray()
+
+    def read_all() -> None:
+        with open(fifo, "rb") as reader:
+            while chunk := reader.read(1 << 16):
+                received.extend(chunk)
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    result = getfile.download("huge.bin", port=server.port, dest=fifo, timeout=30)
+    reader.join(30)
+    assert not reader.is_alive()
+    assert result.size == len(HUGE) and bytes(received) == HUGE
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fifo"]
+
+
 def test_token_is_presented_first(tmp_path):
     with FakeServer({"f": b"x"}, token="s3cret") as fake:
         getfile.download("f", port=fake.port, dest=tmp_path, token="s3cret")

@@ -193,7 +193,6 @@ def receive_file(job: Fetch, header: wire.FileHeader, *, last: bool) -> Download
     if resume and hex_digest != plan.part.hex_digest:
         raise ProtocolViolation("the server resumed a different version of the file than the one asked for")
     hasher = xxhash.xxh3_128()
-    where = str(job.display.parent)
     # How far the body had come when a failure happened: download_tree keeps the connection in
     # step by skipping a body not yet read, and must give up on one read halfway.
     stage = "before"
@@ -207,10 +206,10 @@ def receive_file(job: Fetch, header: wire.FileHeader, *, last: bool) -> Download
             localfs.hash_file_prefix(fd, header.offset, hasher, job.buffer.view)
             os.ftruncate(fd, header.offset)
             os.lseek(fd, header.offset, os.SEEK_SET)
-            localfs.check_space(job.dirfd, header.remaining, where)
+            localfs.check_space(job.dirfd, header.remaining, str(job.display.parent))
         else:
             if job.deferred is None or header.size >= SPACE_CHECK_MIN:
-                localfs.check_space(job.dirfd, header.size, where)
+                localfs.check_space(job.dirfd, header.size, str(job.display.parent))
             part = localfs.part_name(job.name, hex_digest)
             fd = localfs.open_part(job.dirfd, part, resume=False)
             if plan.part is not None and plan.part.name != part:
@@ -255,7 +254,10 @@ def receive_body(job: Fetch, fd: int, header: wire.FileHeader, hasher) -> None:
         hasher.update(early)
         write_all(fd, early)
         job.reporter.add(len(early))
-    receive_exactly(job.session.sock, fd, header.remaining - len(early), buffer=job.buffer, hasher=hasher,
+    rest = header.remaining - len(early)
+    if rest <= 0:
+        return  # the whole body came with the header (small files in a tree): no socket calls
+    receive_exactly(job.session.sock, fd, rest, buffer=job.buffer, hasher=hasher,
                     idle_timeout=job.timeout, cancel=job.cancel, limiter=job.limiter, on_chunk=job.reporter.add,
                     writeback=Writeback(fd, header.offset + len(early)) if job.durable else None)
 
