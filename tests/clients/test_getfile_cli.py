@@ -20,6 +20,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
 ENV.pop("SOCKKIT_TOKEN", None)
 BLOB = os.urandom(2 * 1024 * 1024)
+HUGE = os.urandom(12 * 1024 * 1024)  # above the client's writer-thread threshold (8 MiB)
 
 
 def sockkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -34,7 +35,8 @@ def chapter(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def server():
-    with FakeServer({"notes.txt": b"hello world\n", "dir/big.bin": BLOB, "dir/n.txt": b"n"}) as fake:
+    with FakeServer({"notes.txt": b"hello world\n", "dir/big.bin": BLOB, "dir/huge.bin": HUGE,
+                     "dir/n.txt": b"n"}) as fake:
         yield fake
 
 
@@ -77,15 +79,17 @@ def test_json_error(tmp_path, server):
     assert json.loads(done.stdout.splitlines()[-1])["error"].startswith("nope: no such file")
 
 
-def test_ctrl_c_keeps_the_part_and_exits_130(tmp_path, server):
-    server.faults = Faults(stall_after=100_000)
-    proc = subprocess.Popen([sys.executable, "-m", "sockkit", "get", "dir/big.bin", "--port", str(server.port)],
+@pytest.mark.parametrize(("name", "data", "sent"), [("big.bin", BLOB, 100_000), ("huge.bin", HUGE, 9_000_000)],
+                         ids=["one-thread", "writer-thread"])
+def test_ctrl_c_keeps_the_part_and_exits_130(tmp_path, server, name, data, sent):
+    server.faults = Faults(stall_after=sent)
+    proc = subprocess.Popen([sys.executable, "-m", "sockkit", "get", f"dir/{name}", "--port", str(server.port)],
                             cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             parts = [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
-            if parts and parts[0].stat().st_size == 100_000:
+            if parts and parts[0].stat().st_size == sent:
                 break
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
@@ -96,11 +100,12 @@ def test_ctrl_c_keeps_the_part_and_exits_130(tmp_path, server):
             proc.wait()
     assert proc.returncode == 130
     assert "interrupted" in err and "resume" in err
-    assert not (tmp_path / "big.bin").exists()
+    assert not (tmp_path / name).exists()
+    assert [p.stat().st_size for p in tmp_path.iterdir()] == [sent]  # the part: every byte that came
     server.faults = Faults()
-    done = sockkit("get", "dir/big.bin", "--port", str(server.port), cwd=tmp_path)
+    done = sockkit("get", f"dir/{name}", "--port", str(server.port), cwd=tmp_path)
     assert done.returncode == 0 and "resumed at" in done.stdout
-    assert (tmp_path / "big.bin").read_bytes() == BLOB
+    assert (tmp_path / name).read_bytes() == data
 
 
 def test_recursive_and_ls_and_put(tmp_path, server):

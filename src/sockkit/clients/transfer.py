@@ -311,8 +311,10 @@ def _receive_pipelined(receiver: _Receiver, fd: int, buffer: Buffer, hasher,
         in_flight.append(len(piece))
 
     def settle_oldest() -> None:
-        error = writer.done.get()
+        # Popped before the (interruptible) wait: a Ctrl-C there must not leave a count that no
+        # answer will ever match; the join below still waits for every queued write.
         done = in_flight.pop(0)
+        error = writer.done.get()
         if error is not None:
             raise error
         if on_chunk is not None:
