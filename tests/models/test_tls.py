@@ -6,6 +6,7 @@ import contextlib
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -62,3 +63,47 @@ def test_half_configured_tls_is_an_error(certificate):
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "--tls-cert and --tls-key go together" in done.stderr
+
+
+@pytest.mark.parametrize("model", TLS_MODELS)
+def test_finished_tls_clients_free_their_place(model, certificate):
+    """Clients that came and went over TLS (and one that never said hello) no longer count:
+    with room for 3 at once, the 7th client is still served, and a stop does not wait out the
+    drain deadline for connections that ended long ago."""
+    cert, key = certificate
+    with running("echo", "--model", model, "--port", "0", "--quiet", "--tls-cert", str(cert), "--tls-key",
+                 str(key), "--max-connections", "3", "--drain-timeout", "10") as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10):
+            pass  # connects and leaves without a handshake
+        for turn in range(6):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+                    client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+                sock.sendall(b"turn %d\n" % turn)
+                assert read_line(sock) == b"Echo=>turn %d\n" % turn
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("model", TLS_MODELS)
+def test_stop_closes_idle_tls_clients_without_waiting_for_the_deadline(model, certificate):
+    """A client that connected and never said hello, and one idle after its handshake, are idle
+    connections: SIGTERM closes them at once (drain deadline 10 s; the stop must take far less)."""
+    cert, key = certificate
+    options = ["--drain-timeout", "10", "--request-timeout", "30", "--idle-timeout", "30"]
+    with running("echo", "--model", model, "--port", "0", "--quiet", "--tls-cert", str(cert), "--tls-key",
+                 str(key), *options) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+            client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1") as idle:
+        idle.sendall(b"hello\n")
+        assert read_line(idle) == b"Echo=>hello\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent:
+            time.sleep(0.2)  # the silent client's handshake is under way in the server
+            started = time.monotonic()
+            assert server.stop() == 0
+            assert time.monotonic() - started < 5
+            silent.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):  # reset or EOF: closed either way
+                for _ in range(10):  # closed, not left hanging (perhaps after a TLS alert)
+                    if silent.recv(4096) == b"":
+                        break

@@ -72,7 +72,7 @@ def serve_connection(sock: socket.socket, conn: Connection, limits: Limits, trac
     """Run one client's conversation to its end; always closes ``sock`` and ``conn``."""
     if limits.tls is not None:
         try:
-            sock = handshake(sock, limits)
+            sock = handshake(sock, limits, tracker)
         except OSError:
             conn.close()
             return
@@ -163,15 +163,35 @@ def kernel_timeout(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
-def handshake(sock: socket.socket, limits: Limits) -> socket.socket:
+def handshake(sock: socket.socket, limits: Limits, tracker: Tracker) -> socket.socket:
     """The TLS handshake, in this client's own thread or process, under the request deadline
-    (a client that opens TCP and never says hello is a trickler like any other)."""
+    (a client that opens TCP and never says hello is a trickler like any other).
+
+    The TLS socket replaces the plain one in ``tracker.live`` (the thread model counts clients
+    at accept), and waits for the hello in ``tracker.waiting``: a stop ends it at once, as it
+    ends any idle connection, instead of letting it hold the drain until the deadline.
+    """
     sock.settimeout(min(limits.idle_timeout, limits.request_timeout))
     try:
-        return limits.tls.wrap_socket(sock, server_side=True)
-    except (OSError, ValueError):
+        tls = limits.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    except (OSError, ValueError) as exc:
         sock.close()
-        raise
+        raise ConnectionError(f"TLS setup failed: {exc}") from exc
+    finally:
+        tracker.live.discard(sock)
+    tracker.live.add(tls)
+    tracker.waiting.add(tls)  # then check ``stopping``: the order Tracker.stop relies on
+    try:
+        if tracker.stopping:
+            raise ConnectionAbortedError("the server is stopping")
+        tls.do_handshake()
+    except (OSError, ValueError) as exc:
+        tracker.live.discard(tls)
+        tls.close()
+        raise exc if isinstance(exc, OSError) else ConnectionError(f"TLS handshake failed: {exc}") from exc
+    finally:
+        tracker.waiting.discard(tls)
+    return tls
 
 
 def run_actions(sock: socket.socket, actions: Reply, tracker: Tracker) -> bool:

@@ -384,13 +384,21 @@ async def serve_async(server: Server) -> None:
         if driver.idle:
             driver._close_gracefully()
     deadline = loop.time() + server.limits.drain_seconds
-    while hub.drivers and loop.time() < deadline and signals["count"] < 2:
+    while any(not _settled(driver) for driver in hub.drivers) and loop.time() < deadline and signals["count"] < 2:
         await asyncio.sleep(0.02)
     for driver in list(hub.drivers):
         if driver.transport is not None:
             driver.transport.abort()
     sweeping.cancel()
     await asyncio.sleep(0)
+
+
+def _settled(driver: Driver) -> bool:
+    """Nothing left for a stop to wait for: closing, with every byte handed to the kernel. What may
+    remain is TLS's close_notify exchange, and a peer that never answers it (one that is not
+    reading) must not hold the stop until the drain deadline."""
+    transport = driver.transport
+    return transport is None or (transport.is_closing() and transport.get_write_buffer_size() == 0)
 
 
 def _settle(future: asyncio.Future) -> None:
