@@ -90,3 +90,28 @@ def test_against_the_real_server_over_tls(tmp_path, certificate):
         assert (tmp_path / "tree" / "f.bin").read_bytes() == data and not tree.failed
         with pytest.raises(ConnectError, match="certificate not accepted"):
             getfile.download("f.bin", port=server.port, dest=tmp_path, tls=client_context(None))
+
+
+@pytest.mark.parametrize("model", ["thread", "asyncio"])
+def test_busy_tls_server_says_busy(tmp_path, certificate, model):
+    """Over --max-connections, a TLS server's refusal reads as 'busy' on the client: the event-loop
+    models answer over TLS; the blocking ones refuse before the handshake, in plain text, and the
+    client recognises that answer instead of reporting a failed handshake."""
+    import socket
+
+    from sockkit.errors import RemoteError
+    from sockkit.testing import running
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f.txt").write_bytes(b"f\n")
+    cert, key = certificate
+    with running("getfile", "--port", "0", "--root", str(root), "--tls-cert", str(cert), "--tls-key", str(key),
+                 "--quiet", "--model", model, "--max-connections", "1") as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+            client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1"):
+        with pytest.raises(RemoteError) as caught:
+            getfile.download("f.txt", port=server.port, dest=tmp_path, tls=client_context(cert), timeout=10)
+        assert caught.value.code == "busy"
+        assert "busy" in str(caught.value)
+        assert not (tmp_path / "f.txt").exists()

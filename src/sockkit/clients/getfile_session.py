@@ -37,15 +37,40 @@ def handshake(raw: socket.socket, tls: ssl.SSLContext, host: str, port: int) -> 
     import ssl
 
     try:
-        return tls.wrap_socket(raw, server_hostname=host)
-    except ssl.SSLCertVerificationError as exc:
+        sock = tls.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
+    except (ssl.SSLError, OSError, ValueError) as exc:
         raw.close()
+        raise ConnectError(f"TLS to {host}:{port}: {exc}") from None
+    try:
+        sock.do_handshake()
+        return sock
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
         raise ConnectError(f"TLS to {host}:{port}: certificate not accepted ({exc.verify_message}); "
                            "pass the server's CA with --cafile") from None
     except (ssl.SSLError, OSError) as exc:
-        raw.close()
+        busy = _plain_busy_reply(sock)
+        sock.close()
+        if busy is not None:
+            # A blocking-model server over its --max-connections refuses before any handshake,
+            # in plain text: OpenSSL took "ERR1 " for a record header and the rest is still here.
+            raise RemoteError("busy", busy) from None
         raise ConnectError(f"TLS handshake with {host}:{port} failed: "
                            f"{getattr(exc, 'reason', None) or exc} (is the server started with TLS?)") from None
+
+
+def _plain_busy_reply(sock: socket.socket) -> str | None:
+    """The message of a plain-text ``ERR1 busy ...`` line left in the socket after a failed
+    handshake, else None."""
+    try:
+        sock.settimeout(0.5)
+        rest = socket.socket.recv(sock, 512)  # the plain socket underneath: TLS never began
+    except OSError:
+        return None
+    line = rest.split(b"\n", 1)[0]
+    if not line.startswith(b"busy "):
+        return None
+    return line[len(b"busy "):].decode("utf-8", "replace")
 
 
 class Session:
