@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
+
+from sockkit import libc
 
 PR_SET_PDEATHSIG = 1
 
@@ -15,11 +16,10 @@ def die_with_parent(signum: int = signal.SIGTERM, parent: int | None = None) -> 
     ``parent``: the pid we were forked from (``os.getpid()`` read before the fork). If it already
     died before ``prctl`` ran, no signal will ever come: act on it now.
     """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
-    except (OSError, AttributeError):
+    prctl = libc.function("prctl")
+    if prctl is None:
         return  # not Linux: the parent's own shutdown still signals its children
+    prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
     if parent is not None and os.getppid() != parent:
         os.kill(os.getpid(), signum)
 
@@ -38,9 +38,8 @@ TRIM_THRESHOLD_BYTES = 4 << 20
 
 def keep_receive_buffers_on_heap() -> None:
     """Raise glibc's mmap threshold so per-read buffers are recycled, not mapped and unmapped."""
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
+    mallopt = libc.function("mallopt")
+    if mallopt is None:
+        return  # not glibc: nothing to tune
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import xxhash
 
+from sockkit import libc
 from sockkit.errors import DestinationError, DestinationExists, NotEnoughSpace, describe_os_error
 
 PART_SUFFIX = ".part"
@@ -196,35 +197,16 @@ def hash_file_prefix(fd: int, size: int, hasher, buffer: memoryview) -> None:
         offset += got
 
 
-class _Libc:
-    """libc's renameat2, looked up on first use: ctypes costs ~3 ms to import, which a download
-    to /dev/null or a listing never needs."""
-
-    loaded = False
-    renameat2 = None
-    get_errno = None
-
-    @classmethod
-    def load(cls) -> None:
-        if cls.loaded:
-            return
-        cls.loaded = True
-        import ctypes
-        cls.get_errno = ctypes.get_errno
-        try:
-            cls.renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-        except (OSError, AttributeError):
-            cls.renameat2 = None
-
-
 def rename_noreplace(dirfd: int, source: str, target: str) -> None:
     """Atomically give ``source`` the name ``target``; FileExistsError if ``target`` exists."""
-    _Libc.load()
-    if _Libc.renameat2 is not None:
-        result = _Libc.renameat2(dirfd, os.fsencode(source), dirfd, os.fsencode(target), _RENAME_NOREPLACE)
+    renameat2 = libc.function("renameat2")
+    if renameat2 is not None:
+        result = renameat2(dirfd, os.fsencode(source), dirfd, os.fsencode(target), _RENAME_NOREPLACE)
         if result == 0:
             return
-        code = _Libc.get_errno()
+        import ctypes  # loaded already, by libc.function
+
+        code = ctypes.get_errno()
         if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
             raise OSError(code, os.strerror(code), target)
     # The filesystem has no RENAME_NOREPLACE: link() also refuses an existing target, atomically.

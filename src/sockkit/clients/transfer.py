@@ -21,6 +21,7 @@ Hashing with xxh3-128 runs at ~40 GB/s here (0.025 s per GiB): the copies domina
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import stat
@@ -28,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from sockkit import libc
 from sockkit.errors import Cancelled, DestinationError, TransferInterrupted, describe_os_error, loaded_ssl
 
 #: 1 MiB: loopback hands over several hundred KiB per recv; a bigger buffer saves syscalls, a
@@ -44,25 +46,16 @@ WRITEBACK_BYTES = 32 << 20
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-class _SyncFileRange:
-    """libc's sync_file_range, looked up on the first write to a file (ctypes costs ~3 ms to import,
-    which a download to /dev/null never needs); None where there is none."""
+@functools.cache
+def _sync_file_range():
+    """libc's sync_file_range with its argument types set (looked up on the first write to a
+    file), or None where there is none."""
+    call = libc.function("sync_file_range")
+    if call is not None:
+        import ctypes  # loaded already, by libc.function
 
-    loaded = False
-    call = None
-
-    @classmethod
-    def get(cls):
-        if not cls.loaded:
-            cls.loaded = True
-            import ctypes
-            try:
-                call = ctypes.CDLL(None, use_errno=True).sync_file_range
-                call.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-                cls.call = call
-            except (OSError, AttributeError):
-                cls.call = None
-        return cls.call
+        call.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    return call
 
 
 class Writeback:
@@ -76,7 +69,7 @@ class Writeback:
     def advance(self, count: int) -> None:
         self.position += count
         if self.position - self.mark >= WRITEBACK_BYTES:
-            start = _SyncFileRange.get()
+            start = _sync_file_range()
             if start is not None:
                 start(self.fd, self.mark, self.position - self.mark, _SYNC_FILE_RANGE_WRITE)
             self.mark = self.position
@@ -85,7 +78,7 @@ class Writeback:
 def start_writeback(fd: int) -> None:
     """Start writing all of ``fd``'s dirty pages now, without waiting (the fsync later finds them
     written); a no-op where ``sync_file_range`` is missing."""
-    start = _SyncFileRange.get()
+    start = _sync_file_range()
     if start is not None:
         start(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
