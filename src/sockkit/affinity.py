@@ -59,8 +59,7 @@ def choose(setting: str | frozenset[int], model: str, *, tls: bool, fork: bool) 
     if isinstance(setting, frozenset):
         allowed = os.sched_getaffinity(0)
         if not setting <= allowed:
-            missing = ",".join(str(cpu) for cpu in sorted(setting - allowed))
-            raise ValueError(f"--cpus: CPU {missing} is not available to this process")
+            raise ValueError(f"--cpus: CPU {describe(setting - allowed)} is not available to this process")
         return setting
     if setting == "all" or model not in THREADED_MODELS or tls or (model == "socketserver" and fork):
         return None

@@ -254,10 +254,7 @@ def receive_body(job: Fetch, fd: int, header: wire.FileHeader, hasher) -> None:
         hasher.update(early)
         write_all(fd, early)
         job.reporter.add(len(early))
-    rest = header.remaining - len(early)
-    if rest <= 0:
-        return  # the whole body came with the header (small files in a tree): no socket calls
-    receive_exactly(job.session.sock, fd, rest, buffer=job.buffer, hasher=hasher,
+    receive_exactly(job.session.sock, fd, header.remaining - len(early), buffer=job.buffer, hasher=hasher,
                     idle_timeout=job.timeout, cancel=job.cancel, limiter=job.limiter, on_chunk=job.reporter.add,
                     writeback=Writeback(fd, header.offset + len(early)) if job.durable else None)
 

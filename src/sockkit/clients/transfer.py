@@ -161,17 +161,21 @@ def receive_exactly(sock: socket.socket, fd: int | None, count: int, *, buffer: 
             if filled:  # even on failure: every byte that arrived goes into the part file
                 # One hash update and one write per buffer-full, not per recv: a TLS record is
                 # 16 KiB, so per-recv writes would cost 64 syscalls per MiB.
-                piece = view[:filled]
-                if update is not None:
-                    update(piece)
-                if fd is not None:
-                    write_all(fd, piece)
-                    if writeback is not None:
-                        writeback.advance(filled)
+                _store(view[:filled], update, fd, writeback)
                 if on_chunk is not None:
                     on_chunk(filled)
         if limiter is not None:
             limiter.pace(filled, cancel)
+
+
+def _store(piece: memoryview, update, fd: int | None, writeback: Writeback | None) -> None:
+    """One received piece into the digest and the file (``fd`` None: discard), in order."""
+    if update is not None:
+        update(piece)
+    if fd is not None:
+        write_all(fd, piece)
+        if writeback is not None:
+            writeback.advance(len(piece))
 
 
 class _Receiver:
@@ -282,11 +286,7 @@ class _Writer(threading.Thread):
                 return
             if error is None:
                 try:
-                    if self.update is not None:
-                        self.update(piece)
-                    write_all(self.fd, piece)
-                    if self.writeback is not None:
-                        self.writeback.advance(len(piece))
+                    _store(piece, self.update, self.fd, self.writeback)
                 except BaseException as exc:  # handed to the receiving thread
                     error = exc
             self.done.put(error)

@@ -185,10 +185,14 @@ def handshake(sock: socket.socket, limits: Limits, tracker: Tracker) -> socket.s
         if tracker.stopping:
             raise ConnectionAbortedError("the server is stopping")
         tls.do_handshake()
-    except (OSError, ValueError) as exc:
+    except OSError:
         tracker.live.discard(tls)
         tls.close()
-        raise exc if isinstance(exc, OSError) else ConnectionError(f"TLS handshake failed: {exc}") from exc
+        raise
+    except ValueError as exc:
+        tracker.live.discard(tls)
+        tls.close()
+        raise ConnectionError(f"TLS handshake failed: {exc}") from exc
     finally:
         tracker.waiting.discard(tls)
     return tls
