@@ -502,10 +502,10 @@ def run_rounds(jobs: list[Job], runs: int) -> None:
 # --- the cases -----------------------------------------------------------------------------
 
 
-def curl_urls(urls: list[str], outputs: list[str], tmp: Path, *, parallel: bool = False, tls: Path | None = None
-              ) -> list[str]:
+def curl_urls(urls: list[str], outputs: list[str], tmp: Path, *, parallel: bool = False, tls: Path | None = None,
+              tag: str = "") -> list[str]:
     """One curl command fetching every URL (keep-alive reused between them); config file for long lists."""
-    config = tmp / f"curl-{len(urls)}-{int(parallel)}.cfg"
+    config = tmp / f"curl-{len(urls)}-{int(parallel)}{tag}.cfg"
     with open(config, "w") as f:
         for url, out in zip(urls, outputs, strict=True):
             f.write(f'url = "{url}"\noutput = "{out}"\n')
@@ -651,21 +651,31 @@ class Bench:
     def case_concurrent(self) -> None:
         n, size = self.sizes.clients, self.sizes.mid
         case = f"{n} clients x {size // MiB} MiB"
+        # BENCH_CURL_PROCESSES / BENCH_LOAD_THREADS split each side's clients over more CPUs (both
+        # default to one, like for like): see docs/benchmarks-getfile.md.
+        curls = max(1, int(os.environ.get("BENCH_CURL_PROCESSES", "1")))
 
         def http(row: Row, server: Server) -> None:
-            row.note = "curl -Z, one process"
+            row.note = "curl -Z, one process" if curls == 1 else f"curl -Z, {curls} processes"
             url = f"http://{HOST}:{server.port}/mid.bin"
-            self.measure(row, server, lambda: [curl_urls([url] * n, ["/dev/null"] * n, self.tmp, parallel=True)],
-                    self.runs)
+            parts = [n // curls + (i < n % curls) for i in range(curls)]
 
-        # The load client (load_events): a selector multiplexing every connection, as curl -Z does.
+            def commands() -> list[list[str]]:  # written before each run: the config files are shared
+                return [curl_urls([url] * k, ["/dev/null"] * k, self.tmp, parallel=True, tag=f"-{i}")
+                        for i, k in enumerate(parts)]
+
+            self.measure(row, server, commands, self.runs)
+
+        # The load client: a selector multiplexing every connection, as curl -Z does.
         procs = max(1, min(n, LOAD_PROCESSES or os.cpu_count() or 1))
         shares = [n // procs + (i < n % procs) for i in range(procs)]
+        how = ", one process" if procs == 1 else f", {procs} processes"
+        how += f", {LOAD_THREADS} threads" if LOAD_THREADS > 1 else ""
 
         def sk(row: Row, server: Server) -> None:
-            row.note = "event-driven, verifying" + (f", {procs} processes" if procs > 1 else ", one process")
+            row.note = "event-driven, verifying" + how
             argvs = [[PYTHON, str(LOAD_CLIENT), "--port", str(server.port), "--clients", str(share),
-                      "--remote", "mid.bin"] for share in shares]
+                      "--remote", "mid.bin", "--threads", str(LOAD_THREADS)] for share in shares]
             self.measure(row, server, lambda: argvs, self.runs, env=sockkit_env())
 
         self.each(case, self.http_peers(), http, "MB/s", n * size)
@@ -788,6 +798,9 @@ RSS_BUDGET = 32 * MiB
 #: Processes of the sockkit load client: one, like curl -Z (two measured slower here: a second
 #: interpreter start-up on a 2-CPU machine; BENCH_LOAD_PROCESSES=0 means one per CPU).
 LOAD_PROCESSES = int(os.environ.get("BENCH_LOAD_PROCESSES", "1"))
+#: Threads of each load client process, each with its own selector (xxh3 and recv_into release
+#: the GIL); one, like curl -Z.
+LOAD_THREADS = max(1, int(os.environ.get("BENCH_LOAD_THREADS", "1")))
 
 
 def target_for(case: str) -> tuple[str | None, float | None, float | None]:

@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 HOST = "127.0.0.1"
 CLIENT_TIMEOUT = 300.0
@@ -31,10 +32,13 @@ def load_main(argv: list[str]) -> int:
     parser.add_argument("--clients", type=int, required=True)
     parser.add_argument("--remote", required=True)
     parser.add_argument("--mode", choices=("events", "threads"), default="events")
+    parser.add_argument("--threads", type=int, default=1, help="events mode: selector loops, one per thread")
+    parser.add_argument("--http-digest", metavar="xxh3-128:HEX",
+                        help="events mode: fetch over HTTP/1.1 (an HTTP server) and expect this digest")
     args = parser.parse_args(argv)
     if args.mode == "threads":
         return load_threads(args.port, args.clients, args.remote)
-    return load_events(args.port, args.clients, args.remote)
+    return load_events(args.port, args.clients, args.remote, max(1, min(args.threads, args.clients)), args.http_digest)
 
 
 def load_threads(port: int, clients: int, remote: str) -> int:
@@ -61,22 +65,66 @@ def load_threads(port: int, clients: int, remote: str) -> int:
     return 0
 
 
-def load_events(port: int, clients: int, remote: str) -> int:
-    import selectors
-
-    import xxhash
-
+def load_events(port: int, clients: int, remote: str, threads: int = 1, http_digest: str | None = None) -> int:
+    """Every connection opened and asked at once, then received by ``threads`` selector loops,
+    each owning a share of the connections. ``http_digest``: ask over HTTP/1.1 instead (the same
+    client against an HTTP server) and check each body against this digest."""
     from sockkit.protocols import getfile as wire
 
-    request = wire.format_request(wire.Get(remote))
-    buffer = bytearray(1 << 20)
-    view = memoryview(buffer)
-    selector = selectors.DefaultSelector()
-    state: dict[socket.socket, dict] = {}
+    if http_digest is None:
+        request = wire.format_request(wire.Get(remote))
+        head_end = b"\n"
+
+        def parse_head(head: bytes) -> tuple[int, str]:
+            header = wire.parse_header(wire.parse_answer(head))
+            return header.remaining, header.digest
+    else:
+        request = (f"GET /{remote} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n").encode()
+        head_end = b"\r\n\r\n"
+
+        def parse_head(head: bytes) -> tuple[int, str]:
+            status, *fields = head.decode("latin-1").split("\r\n")
+            if status.split(" ", 2)[1:2] != ["200"]:
+                raise ValueError(f"HTTP answer {status!r}")
+            lengths = [f.split(":", 1)[1] for f in fields if f.lower().startswith("content-length:")]
+            if not lengths:
+                raise ValueError("no Content-Length")
+            return int(lengths[0]), http_digest
+
+    socks = []
     for _ in range(clients):
         sock = socket.create_connection((HOST, port), timeout=30)
         sock.sendall(request)
         sock.setblocking(False)
+        socks.append(sock)
+    failures: list[int] = []
+    shares = [socks[i::threads] for i in range(threads)]
+    workers = [threading.Thread(target=lambda share=share: failures.append(receive_all(share, head_end, parse_head)))
+               for share in shares[1:]]
+    for worker in workers:
+        worker.start()
+    failures.append(receive_all(shares[0], head_end, parse_head))
+    for worker in workers:
+        worker.join(CLIENT_TIMEOUT)
+    failed = sum(failures) + (threads - len(failures))
+    if failed:
+        print(f"{failed} of {clients} failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def receive_all(socks: list[socket.socket], head_end: bytes, parse_head: Callable[[bytes], tuple[int, str]]) -> int:
+    """Receive and verify every answer on ``socks`` (non-blocking): the head up to ``head_end``
+    gives (body length, expected digest); the number of answers that failed."""
+    import selectors
+
+    import xxhash
+
+    buffer = bytearray(1 << 20)
+    view = memoryview(buffer)
+    selector = selectors.DefaultSelector()
+    state: dict[socket.socket, dict] = {}
+    for sock in socks:
         state[sock] = {"head": b"", "left": -1, "hash": xxhash.xxh3_128(), "digest": ""}
         selector.register(sock, selectors.EVENT_READ)
     failed = 0
@@ -91,11 +139,11 @@ def load_events(port: int, clients: int, remote: str) -> int:
                     if not got:
                         raise ConnectionError("closed before the header")
                     info["head"] += got
-                    if b"\n" not in info["head"]:
+                    if head_end not in info["head"]:
                         continue
-                    line, rest = info["head"].split(b"\n", 1)
-                    header = wire.parse_header(wire.parse_answer(line))
-                    info["left"], info["digest"] = header.remaining - len(rest), header.digest
+                    head, rest = info["head"].split(head_end, 1)
+                    size, info["digest"] = parse_head(head)
+                    info["left"] = size - len(rest)
                     info["hash"].update(rest)
                 else:
                     got = sock.recv_into(view, min(info["left"], len(view)))
@@ -119,10 +167,8 @@ def load_events(port: int, clients: int, remote: str) -> int:
                 del state[sock]
     for sock in state:
         sock.close()
-    if failed or state:
-        print(f"{failed + len(state)} of {clients} failed", file=sys.stderr)
-        return 1
-    return 0
+    selector.close()
+    return failed + len(state)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,11 @@ def explain(exc: BaseException, host: str, port: int) -> str:
 
 def connect(host: str, port: int, timeout: float | None = 10.0) -> socket.socket:
     """A connected TCP socket (IPv4 or IPv6, whichever the name resolves to first that works)."""
+    # An ASCII name goes as bytes: a str is run through the IDNA codec, whose import (with
+    # stringprep) is ~1.5 ms of a client's start-up; for ASCII it changes nothing.
+    name = host.encode("ascii") if host.isascii() else host
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = socket.create_connection((name, port), timeout=timeout)
     except OSError as exc:
         raise ConnectFailed(explain(exc, host, port)) from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
