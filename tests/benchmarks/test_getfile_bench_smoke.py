@@ -7,6 +7,7 @@ reported as missing by the benchmark itself and their rows skipped.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ def test_quick_run_prints_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "getfile.py"), "--quick", "--models", "select",
-         "--cases", "devnull,small", "--out", str(out), "--tmp", str(tmp_path)],
+         "--cases", "devnull,concurrent,small", "--out", str(out), "--tmp", str(tmp_path)],
         capture_output=True, text=True, timeout=240, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -28,5 +29,12 @@ def test_quick_run_prints_table_and_writes_json(tmp_path: Path) -> None:
     peers = {row["peer"] for row in result["rows"]}
     assert "sockkit select" in peers
     measured = [row for row in result["rows"] if row["rate"]]
-    assert any(row["peer"] == "sockkit select" for row in measured), result["table"]
+    assert {row["case"] for row in measured if row["peer"] == "sockkit select"} == {
+        "1 file to /dev/null", "4 clients x 1 MiB", "20 files x 4 KiB"}, result["table"]
+    # Installed peers are measured too, also with --tmp inside pytest's private (0700) directory.
+    for peer, tool in (("nginx + curl", "nginx"), ("rsync daemon", "rsync")):
+        if shutil.which(tool) and shutil.which("curl"):
+            assert any(row["peer"] == peer for row in measured), result["table"]
+    # The --no-fsync row is judged against the same target, like for like, apart from the default.
+    assert "like for like: no peer here fsyncs; target" in proc.stdout
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("sockkit-bench-getfile-")], "temp dir left"
