@@ -29,7 +29,8 @@ reliability-long: install
 	$(PY) -m reliability --long
 
 # getfile vs nginx, http.server and the rsync daemon (Debian: apt-get install nginx-light rsync curl);
-# ~3 min; the table on stdout, bench/results/getfile.{json,png}. BENCH_ARGS=--quick for a smoke run.
+# ~3 min; the table on stdout and in bench/results/getfile.txt, with getfile.{json,png}.
+# BENCH_ARGS=--quick for a smoke run.
 bench-getfile: install
 	$(PY) benchmarks/getfile.py $(BENCH_ARGS)
 

@@ -38,6 +38,7 @@ import platform
 import pwd
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -986,7 +987,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = find_missing()
     for peer, why in missing.items():
         print(f"missing: {peer}: {why}", file=sys.stderr)
-    began = time.monotonic()
+    began, started = time.monotonic(), time.time()
     procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="sockkit-bench-getfile-", dir=args.tmp))
     bench = None
@@ -1009,11 +1010,9 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.monotonic() - began
     text = table(bench.rows)
     summary, verdicts = ratios(bench.rows)
-    print(text)
-    print()
-    print(summary)
-    print(f"\n{len(bench.rows)} rows, {runs} timed run(s) each after one warm-up, {seconds:.0f} s; "
-          f"nginx worker_processes {args.nginx_workers}; {os.cpu_count()} CPUs")
+    report = (f"{text}\n\n{summary}\n\n{len(bench.rows)} rows, {runs} timed run(s) each after one warm-up, "
+              f"{seconds:.0f} s; nginx worker_processes {args.nginx_workers}; {os.cpu_count()} CPUs\n")
+    print(report, end="")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {
@@ -1037,8 +1036,11 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
     }
     (out / "getfile.json").write_text(json.dumps(result, indent=2) + "\n")
+    command = shlex.join(["benchmarks/getfile.py", *argv])
+    (out / "getfile.txt").write_text(f"# {command}, started {time.strftime('%H:%M UTC %Y-%m-%d', time.gmtime(started))}"
+                                     f"\n{report}")
     drew = chart(bench.rows, out / "getfile.png")
-    print(f"wrote {out / 'getfile.json'}" + (f" and {out / 'getfile.png'}" if drew else ""))
+    print(f"wrote {out / 'getfile.json'}, {out / 'getfile.txt'}" + (f" and {out / 'getfile.png'}" if drew else ""))
     return 0
 
 
