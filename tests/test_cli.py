@@ -73,3 +73,14 @@ def test_no_command_is_a_usage_error():
     done = run_cli()
     assert done.returncode == 2
     assert "required: COMMAND" in done.stderr
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_main_leaves_the_cyclic_gc_as_it_found_it(collecting):
+    """main() loads the command with the GC off (start-up), then switches it back on: only if it was on."""
+    code = ("import gc, sys\nfrom sockkit import cli\n"
+            f"{'' if collecting else 'gc.disable()'}\n"
+            "try:\n    cli.main(['ls', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('ENABLED', gc.isenabled())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert f"ENABLED {collecting}" in done.stdout, done.stderr
