@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sockkit.clients.localfs import human_size
 from sockkit.commands.get import parse_rate
 from tests.clients.fake_getfile_server import FakeServer, Faults
 
@@ -112,6 +113,13 @@ def test_recursive_and_ls_and_put(tmp_path, server):
     done = sockkit("get", "-r", "dir", "--port", str(server.port), "-o", "out", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "dir" / "big.bin").read_bytes() == BLOB
+    count = sum(path.is_file() for path in (tmp_path / "out" / "dir").rglob("*"))
+    again = sockkit("get", "-r", "dir", "--port", str(server.port), "-o", "out", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f": nothing fetched, {count} already up to date in " in again.stdout
+    (tmp_path / "out" / "dir" / "big.bin").unlink()
+    again = sockkit("get", "-r", "dir", "--port", str(server.port), "-o", "out", cwd=tmp_path)
+    assert f": 1 file ({human_size(len(BLOB))}, verified xxh3-128), {count - 1} already up to date" in again.stdout
     listing = sockkit("ls", "--port", str(server.port), cwd=tmp_path)
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()

@@ -318,6 +318,12 @@ def test_upload_then_refusal_then_force(tmp_path, server):
     getfile.upload(local, "inbox", port=server.port, force=True)
 
 
+def test_upload_of_a_directory_says_put_takes_one_file(tmp_path, server):
+    with pytest.raises(DestinationError, match="is a directory; put uploads one file at a time"):
+        getfile.upload(tmp_path, "inbox", port=server.port)
+    assert not server.uploads
+
+
 def test_legacy_download(tmp_path):
     with FakeServer({"dir/f.bin": BLOB}, legacy=True) as fake:
         result = getfile.legacy_download("dir/f.bin", port=fake.port, dest=tmp_path)

@@ -53,6 +53,8 @@ def upload(local_path: str | os.PathLike, remote_dir: str = ".", *, host: str = 
     remote_path = path.name if remote_dir.strip("/") in ("", ".") else f"{remote_dir.rstrip('/')}/{path.name}"
     try:
         file = open(path, "rb")  # noqa: SIM115  (closed below; the socket sends from it)
+    except IsADirectoryError:
+        raise DestinationError(f"{path}: is a directory; put uploads one file at a time") from None
     except OSError as exc:
         raise DestinationError(describe_os_error(exc)) from exc
     with file:

@@ -151,10 +151,12 @@ def finish_tree(args: argparse.Namespace, printer: ProgressPrinter, result: getf
     printer.done(result.bytes, result.bytes, str(result.root))
     for path, reason in result.failed:
         print(f"sockkit get: {path}: {reason}", file=sys.stderr)
+    count = len(result.files)
+    fetched = (f"{count} file{'' if count == 1 else 's'} ({human_size(result.bytes)}, verified xxh3-128)" if count
+               else "nothing fetched")
     skipped = f", {len(result.skipped)} already up to date" if result.skipped else ""
     failed = f", {len(result.failed)} FAILED" if result.failed else ""
-    printer.say(f"got {result.root}/: {len(result.files)} files ({human_size(result.bytes)}, verified xxh3-128)"
-                f"{skipped}{failed} in {result.seconds:.2f} s")
+    printer.say(f"got {result.root}/: {fetched}{skipped}{failed} in {result.seconds:.2f} s")
     return 1 if result.failed else 0
 
 
