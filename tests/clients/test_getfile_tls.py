@@ -49,14 +49,17 @@ def test_wrong_host_name_is_refused(tmp_path, certificate):
                     "/CN=elsewhere.example", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    with FakeServer({"f": b"x"}, tls=context) as fake, pytest.raises(ConnectError, match="certificate"):
+    with FakeServer({"f": b"x"}, tls=context) as fake, pytest.raises(ConnectError, match="certificate") as caught:
         getfile.download("f", port=fake.port, dest=tmp_path, tls=client_context(cert))
+    # The certificate is trusted (--cafile was given): the advice is about the name, not the CA.
+    assert "--host" in str(caught.value) and "--cafile" not in str(caught.value)
 
 
 def test_plain_client_against_tls_server_fails_clearly(tmp_path, tls_server):
     with pytest.raises(Exception) as caught:
         getfile.download("secret.txt", port=tls_server.port, dest=tmp_path, timeout=2)
     assert "\n" not in str(caught.value)
+    assert "use --tls" in str(caught.value)
     assert list(tmp_path.iterdir()) == []
 
 

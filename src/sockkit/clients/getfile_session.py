@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 DRAIN_SECONDS = 2.0
 
 
+#: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+_NAME_MISMATCH = {62, 64}
+
+
 def handshake(raw: socket.socket, tls: ssl.SSLContext, host: str, port: int) -> ssl.SSLSocket:
     """TLS over ``raw`` (closed on failure). ``ssl`` is imported here, by the context's maker, only
     when TLS is asked for."""
@@ -46,6 +50,9 @@ def handshake(raw: socket.socket, tls: ssl.SSLContext, host: str, port: int) -> 
         return sock
     except ssl.SSLCertVerificationError as exc:
         sock.close()
+        if exc.verify_code in _NAME_MISMATCH:  # trusted, but issued for another name: --cafile won't help
+            raise ConnectError(f"TLS to {host}:{port}: certificate not accepted ({exc.verify_message}); "
+                               "connect with --host set to a name or address it was issued for") from None
         raise ConnectError(f"TLS to {host}:{port}: certificate not accepted ({exc.verify_message}); "
                            "pass the server's CA with --cafile") from None
     except (ssl.SSLError, OSError) as exc:
@@ -125,7 +132,9 @@ class Session:
             raise TransferInterrupted(
                 f"no answer from the server within {self.timeout:g} s ({printable(what)})") from None
         except OSError as exc:
-            raise TransferInterrupted(f"the server reset the connection ({printable(what)})") from exc
+            # A TLS server resets a plain client whose request it took for a broken hello.
+            hint = "" if self.tls or self.received_any else "; if it serves TLS use --tls"
+            raise TransferInterrupted(f"the server reset the connection ({printable(what)}){hint}") from exc
         if not chunk:
             if self.received_any:
                 raise TransferInterrupted(f"the server closed the connection ({printable(what)})")
