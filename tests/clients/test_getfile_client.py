@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sockkit.clients import getfile
+from sockkit.clients import getfile, localfs
 from sockkit.clients.localfs import part_name
 from sockkit.clients.transfer import PIPELINE_MIN
 from sockkit.errors import (
@@ -89,6 +89,21 @@ def test_existing_different_file_is_not_replaced_without_force(tmp_path, server)
     assert parts_in(tmp_path) == []
     getfile.download("notes.txt", port=server.port, dest=tmp_path, force=True)
     assert (tmp_path / "notes.txt").read_bytes() == b"hello world\n"
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_a_directory_that_appears_at_the_final_name_is_never_replaced(tmp_path, force):
+    """The last step of every download: even with --force a verified part never replaces a directory."""
+    (tmp_path / "x.part").write_bytes(b"data")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "inside").write_bytes(b"keep")
+    dirfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(DestinationError if force else DestinationExists, match="x: "):
+            localfs.rename_into_place(dirfd, "x.part", "x", force=force)
+    finally:
+        os.close(dirfd)
+    assert (tmp_path / "x" / "inside").read_bytes() == b"keep" and (tmp_path / "x.part").read_bytes() == b"data"
 
 
 def test_existing_identical_file_is_up_to_date(tmp_path, server):

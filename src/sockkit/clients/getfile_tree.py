@@ -140,7 +140,8 @@ class Pending(NamedTuple):
     entry: wire.Entry
     components: list[str]
     plan: Plan
-    request_bytes: int
+    request_bytes: int = 0
+    remote: str = ""  # the path asked for
 
 
 class Verified(NamedTuple):
@@ -291,9 +292,9 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
             pending = prepare(entry, components, dirs, batch.result, reporter, force=force)
             if pending is None:
                 continue
-            request = wire.format_request(wire.Get(remote_join(remote_dir, entry.path), pending.plan.offset,
-                                                   pending.plan.version))
-            pending = pending._replace(request_bytes=len(request))
+            remote = remote_join(remote_dir, entry.path)
+            request = wire.format_request(wire.Get(remote, pending.plan.offset, pending.plan.version))
+            pending = pending._replace(request_bytes=len(request), remote=remote)
             outgoing += request
             in_flight.append(pending)
             in_flight_large += entry.size > LARGE
@@ -307,7 +308,7 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
         pending = in_flight.popleft()
         in_flight_bytes -= pending.request_bytes
         in_flight_large -= pending.entry.size > LARGE
-        handle_answer(session, remote_dir, pending, dirs, batch, reporter, buffer, force=force, cancel=cancel,
+        handle_answer(session, pending, dirs, batch, reporter, buffer, force=force, cancel=cancel,
                       limiter=limiter, timeout=timeout)
     raise ProtocolViolation("internal: tree download did not finish")  # unreachable by the bound above
 
@@ -336,15 +337,15 @@ def prepare(entry: wire.Entry, components: list[str], dirs: DirectoryCache, resu
         reporter.total -= entry.size
         return None
     part = localfs.newest_part(dirs.parts_in(where), name)
-    return Pending(entry, components, Plan(part), 0)
+    return Pending(entry, components, Plan(part))
 
 
-def handle_answer(session: Session, remote_dir: str, pending: Pending, dirs: DirectoryCache, batch: CommitBatch,
+def handle_answer(session: Session, pending: Pending, dirs: DirectoryCache, batch: CommitBatch,
                   reporter: Reporter, buffer: Buffer, *, force: bool, cancel: threading.Event | None,
                   limiter: RateLimiter | None, timeout: float) -> None:
     entry = pending.entry
     result = batch.result
-    remote = remote_join(remote_dir, entry.path)
+    remote = pending.remote
     try:
         header = read_header(session, remote)
     except RemoteError as exc:

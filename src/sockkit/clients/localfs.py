@@ -45,7 +45,7 @@ def digest_hex(digest: str) -> str | None:
 def part_stem(name: str) -> str:
     """The part-file prefix for ``name``; shortened (with a hash of the full name) when too long."""
     room = NAME_MAX - 1 - 32 - len(PART_SUFFIX)
-    if len(name.encode("utf-8", "surrogateescape")) <= room:
+    if len(name) * 4 <= room or len(name.encode("utf-8", "surrogateescape")) <= room:  # UTF-8: <= 4 bytes a char
         return name
     tag = xxhash.xxh64(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     cut = name.encode("utf-8", "surrogateescape")[: room - 9].decode("utf-8", "ignore")
@@ -218,9 +218,10 @@ def rename_into_place(dirfd: int, part: str, name: str, *, force: bool) -> None:
     """Give the (already durable) part its final name: replace only with ``force``, never a directory."""
     try:
         if force:
-            if existing_kind(dirfd, name) == "dir":
-                raise DestinationError(f"{name}: is a directory; not replaced")
-            os.rename(part, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+            try:
+                os.rename(part, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+            except IsADirectoryError:  # rename(2) never puts a file over a directory
+                raise DestinationError(f"{name}: is a directory; not replaced") from None
         else:
             try:
                 rename_noreplace(dirfd, part, name)

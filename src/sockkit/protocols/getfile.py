@@ -253,7 +253,7 @@ def parse_answer(line: bytes) -> list[str] | Error:
 def parse_header(fields: list[str]) -> FileHeader:
     if len(fields) != 4:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "file header must be OK1 SIZE OFFSET MTIME_NS DIGEST")
-    size, offset, mtime = (_number(text, name) for text, name in zip(fields, ("size", "offset", "mtime"), strict=False))
+    size, offset, mtime = _number(fields[0], "size"), _number(fields[1], "offset"), _number(fields[2], "mtime")
     if offset > size:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "offset beyond the end of the file")
     return FileHeader(size, offset, mtime, fields[3])
