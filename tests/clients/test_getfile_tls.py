@@ -95,11 +95,11 @@ def test_against_the_real_server_over_tls(tmp_path, certificate):
             getfile.download("f.bin", port=server.port, dest=tmp_path, tls=client_context(None))
 
 
-@pytest.mark.parametrize("model", ["thread", "asyncio"])
+@pytest.mark.parametrize("model", ["thread", "fork", "asyncio"])
 def test_busy_tls_server_says_busy(tmp_path, certificate, model):
-    """Over --max-connections, a TLS server's refusal reads as 'busy' on the client: the event-loop
-    models answer over TLS; the blocking ones refuse before the handshake, in plain text, and the
-    client recognises that answer instead of reporting a failed handshake."""
+    """Over --max-connections, a TLS server's refusal reads as 'busy' on the client: the thread and
+    event-loop models answer inside TLS; the fork models refuse before the handshake, in plain
+    text, and the client recognises that answer instead of reporting a failed handshake."""
     import socket
 
     from sockkit.errors import RemoteError

@@ -107,3 +107,56 @@ def test_stop_closes_idle_tls_clients_without_waiting_for_the_deadline(model, ce
                 for _ in range(10):  # closed, not left hanging (perhaps after a TLS alert)
                     if silent.recv(4096) == b"":
                         break
+
+
+#: Models that refuse clients over --max-connections (sequential has none) inside a TLS session;
+#: the fork models refuse in plain text, so that no thread exists in a process that forks.
+REFUSE_OVER_TLS = [name for name in TLS_MODELS if name not in ("sequential", "fork", "fork-signal")]
+
+
+@pytest.mark.parametrize("model", REFUSE_OVER_TLS)
+def test_busy_answer_travels_inside_tls(model, certificate):
+    """Past --max-connections, any TLS client (here the standard library's, not sockkit's) completes
+    its handshake and reads the busy line, instead of seeing a handshake fail on plain text."""
+    cert, key = certificate
+    one_worker = ["--workers", "1"] if model == "prefork" else []
+    with running("echo", "--model", model, "--port", "0", "--quiet", "--tls-cert", str(cert), "--tls-key",
+                 str(key), "--max-connections", "1", *one_worker) as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+            client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1") as first:
+        first.sendall(b"hi\n")
+        assert read_line(first) == b"Echo=>hi\n"  # the one place is taken
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw2, \
+                client_context(cert).wrap_socket(raw2, server_hostname="127.0.0.1") as second:
+            assert read_line(second) == b"Echo=>server busy, try again later\n"
+        first.sendall(b"still here\n")
+        assert read_line(first) == b"Echo=>still here\n"
+
+
+def test_refusals_inside_tls_are_bounded(certificate):
+    """Clients that never finish a handshake hold at most TLS_REFUSERS refusal threads, each for at
+    most REFUSE_SECONDS (then they are closed); past them the busy line goes out at once, in plain text."""
+    from sockkit.models.accept import REFUSE_SECONDS, TLS_REFUSERS
+
+    cert, key = certificate
+    with running("echo", "--model", "thread", "--port", "0", "--quiet", "--tls-cert", str(cert), "--tls-key",
+                 str(key), "--max-connections", "1") as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+            client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1") as first:
+        first.sendall(b"hi\n")
+        assert read_line(first) == b"Echo=>hi\n"
+        stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(TLS_REFUSERS)]
+        try:
+            time.sleep(0.2)  # each is now a refusal thread waiting for a hello
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as late:
+                assert read_line(late) == b"Echo=>server busy, try again later\n"
+            assert time.monotonic() - started < 1.0
+            for sock in stalled:
+                sock.settimeout(REFUSE_SECONDS + 5)
+                assert sock.recv(100) == b""  # given up on after the deadline, not held forever
+        finally:
+            for sock in stalled:
+                sock.close()
+        first.sendall(b"still here\n")
+        assert read_line(first) == b"Echo=>still here\n"

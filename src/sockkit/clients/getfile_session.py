@@ -59,8 +59,9 @@ def handshake(raw: socket.socket, tls: ssl.SSLContext, host: str, port: int) -> 
         busy = _plain_busy_reply(sock)
         sock.close()
         if busy is not None:
-            # A blocking-model server over its --max-connections refuses before any handshake,
-            # in plain text: OpenSSL took "ERR1 " for a record header and the rest is still here.
+            # A fork-model server over its --max-connections (or a threaded one with every
+            # refusal thread taken) refuses before any handshake, in plain text: OpenSSL took
+            # "ERR1 " for a record header and the rest is still here.
             raise RemoteError("busy", busy) from None
         raise ConnectError(f"TLS handshake with {host}:{port} failed: "
                            f"{getattr(exc, 'reason', None) or exc} (is the server started with TLS?)") from None

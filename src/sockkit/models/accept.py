@@ -11,12 +11,17 @@ from __future__ import annotations
 import errno
 import selectors
 import socket
+import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sockkit.lifecycle import Log, StopSignal, peer_of
 from sockkit.net import tune_accepted
 from sockkit.services.actions import Peer
+
+if TYPE_CHECKING:
+    import ssl
 
 EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 BACKOFF_SECONDS = 0.1
@@ -81,6 +86,50 @@ def accept_forever(listeners: list[socket.socket], stop: StopSignal, log: Log,
         selector.close()
         for listener in listeners:
             listener.close()
+
+
+#: TLS refusals in progress at once (each a thread for at most REFUSE_SECONDS); past them the
+#: busy line goes out in plain text, as it does under the fork models.
+TLS_REFUSERS = 4
+#: Longest a refused TLS client gets to finish its handshake and take the busy line.
+REFUSE_SECONDS = 2.0
+
+
+class Refuser:
+    """Tells clients over the connection limit that the server is busy, never blocking the caller.
+
+    Plain TCP: the busy line at once. Under TLS that line must travel inside a TLS session, or
+    the client sees a failed handshake instead of "busy": up to TLS_REFUSERS threads each do the
+    handshake and send it under REFUSE_SECONDS; past them, or where threads must not be started
+    (``threads=False``: the fork models, whose children would inherit a copy of a thread caught
+    inside OpenSSL), the line goes out in plain text (sockkit's client still reads it as busy).
+    """
+
+    def __init__(self, reply: bytes, tls: ssl.SSLContext | None, *, threads: bool = True) -> None:
+        self.reply = reply
+        self.tls = tls if threads else None
+        self.slots = threading.BoundedSemaphore(TLS_REFUSERS)
+
+    def __call__(self, sock: socket.socket) -> None:
+        if self.tls is None or not self.slots.acquire(blocking=False):
+            refuse(sock, self.reply)
+            return
+        try:
+            threading.Thread(target=self._refuse_over_tls, args=(sock,), name="sockkit-refuse", daemon=True).start()
+        except RuntimeError:  # no thread to be had: the plain line will do
+            self.slots.release()
+            refuse(sock, self.reply)
+
+    def _refuse_over_tls(self, sock: socket.socket) -> None:
+        try:
+            sock.settimeout(REFUSE_SECONDS)
+            with self.tls.wrap_socket(sock, server_side=True) as tls:
+                tls.sendall(self.reply)
+        except (OSError, ValueError):
+            pass  # a client that cannot finish a handshake in time is refused all the same
+        finally:
+            sock.close()
+            self.slots.release()
 
 
 def refuse(sock: socket.socket, reply: bytes) -> None:

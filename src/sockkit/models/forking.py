@@ -14,7 +14,7 @@ import sys
 import time
 
 from sockkit.lifecycle import StopSignal
-from sockkit.models.accept import accept_forever, refuse
+from sockkit.models.accept import Refuser, accept_forever
 from sockkit.models.blocking import Tracker, serve_connection
 from sockkit.models.settings import Server
 from sockkit.procs import die_with_parent
@@ -92,10 +92,13 @@ def _serve(server: Server, auto_reaped: bool) -> None:
         # A child's exit pokes the wake-up descriptor, so zombies are reaped at once.
         signal.signal(signal.SIGCHLD, lambda signum, frame: server.stop.poke())
 
+    # No refusal threads here: every child would inherit a copy of one caught inside OpenSSL.
+    refuse = Refuser(server.service.busy_reply(), server.limits.tls, threads=False)
+
     def on_client(sock, peer):
         children.reap()
         if len(children.pids) >= server.limits.max_connections:
-            refuse(sock, server.service.busy_reply())
+            refuse(sock)
             return
         server.log.connected(peer)
         sys.stdout.flush()  # else the child inherits unflushed output and prints it twice

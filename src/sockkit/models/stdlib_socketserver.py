@@ -17,7 +17,7 @@ import threading
 import time
 
 from sockkit.lifecycle import peer_of
-from sockkit.models.accept import AcceptThrottle, refuse
+from sockkit.models.accept import AcceptThrottle, Refuser
 from sockkit.models.blocking import Tracker, serve_connection
 from sockkit.models.settings import Server
 
@@ -28,6 +28,7 @@ def _server_class(fork: bool, server: Server, tracker: Tracker):
     base = socketserver.ForkingTCPServer if fork else socketserver.ThreadingTCPServer
     limit = server.limits.max_connections
     throttle = AcceptThrottle(server.log)
+    refuse = Refuser(server.service.busy_reply(), server.limits.tls, threads=not fork)
 
     class Wrapped(base):  # type: ignore[misc, valid-type]
         daemon_threads = True
@@ -37,11 +38,19 @@ def _server_class(fork: bool, server: Server, tracker: Tracker):
             """Past the connection limit: the busy reply, instead of a thread per extra client."""
             live = len(self.active_children or ()) if fork else len(tracker.live)
             if live >= limit:
-                refuse(request, server.service.busy_reply())
+                self.refused = request
+                refuse(request)
                 return False
             return True
 
+        def shutdown_request(self, request):
+            if request is self.refused:  # the refuser owns it (under TLS its thread is still talking)
+                self.refused = None
+                return
+            super().shutdown_request(request)
+
         def __init__(self, listener, handler):
+            self.refused = None  # the socket just handed to the refuser, which closes it itself
             super().__init__(listener.getsockname()[:2], handler, bind_and_activate=False)
             self.socket.close()
             self.socket = listener

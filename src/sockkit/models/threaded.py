@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from sockkit.models.accept import accept_forever, refuse
+from sockkit.models.accept import Refuser, accept_forever
 from sockkit.models.blocking import Tracker, serve_connection
 from sockkit.models.settings import Server
 
@@ -34,11 +34,12 @@ def serve_threads(server: Server) -> None:
     tracker = Tracker()
     _stop_on_signal(server, tracker)
     limits = server.limits
+    refuse = Refuser(server.service.busy_reply(), limits.tls)
     threading.stack_size(STACK_BYTES)
 
     def on_client(sock, peer):
         if len(tracker.live) >= limits.max_connections:
-            refuse(sock, server.service.busy_reply())
+            refuse(sock)
             return
         server.log.connected(peer)
         conn = server.service.connect(peer)
@@ -69,14 +70,16 @@ def serve_pool(server: Server) -> None:
     for thread in pool:
         thread.start()
 
+    refuse = Refuser(server.service.busy_reply(), limits.tls)
+
     def on_client(sock, peer):
         if len(tracker.live) + backlog.qsize() >= limits.max_connections:
-            refuse(sock, server.service.busy_reply())
+            refuse(sock)
             return
         try:
             backlog.put_nowait((sock, peer))
         except queue.Full:
-            refuse(sock, server.service.busy_reply())
+            refuse(sock)
             return
         server.log.connected(peer)
 
