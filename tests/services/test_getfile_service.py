@@ -17,6 +17,7 @@ from sockkit.services.getfile.connection import INLINE_BODY, MAX_QUEUED_FILES
 from sockkit.services.getfile.digest import DigestCache, hash_descriptor
 from sockkit.services.getfile.slots import LocalSlots, SharedSlots, make_slots
 from sockkit.services.getfile.upload import TEMP_PREFIX
+from sockkit.writeback import WRITEBACK_BYTES
 from tests.services.getfile_wire import Wire
 
 PEER = Peer("127.0.0.1", 40000)
@@ -308,7 +309,7 @@ def test_put_refused_without_allow_upload(tree):
     assert not (tree / "new.txt").exists()
 
 
-@pytest.mark.parametrize("size", [0, 1, 1023, 1024, 1025, 300_000])
+@pytest.mark.parametrize("size", [0, 1, 1023, 1024, 1025, 300_000, 2 * WRITEBACK_BYTES + 5])
 def test_put_stores_a_verified_file(tree, size):
     data = os.urandom(size)
     w = wire(tree, allow_upload=True).send(put("sub/new.bin", data) + get("hello.txt"))

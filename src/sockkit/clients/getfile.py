@@ -24,7 +24,7 @@ import xxhash
 
 from sockkit.clients import localfs
 from sockkit.clients.getfile_session import Session
-from sockkit.clients.transfer import Buffer, RateLimiter, Writeback, receive_exactly, start_writeback, write_all
+from sockkit.clients.transfer import Buffer, RateLimiter, receive_exactly, write_all
 from sockkit.errors import (
     DestinationError,
     DestinationExists,
@@ -35,6 +35,7 @@ from sockkit.errors import (
     printable,
 )
 from sockkit.protocols import getfile as wire
+from sockkit.writeback import Writeback, start_writeback
 
 if TYPE_CHECKING:
     import ssl

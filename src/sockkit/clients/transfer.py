@@ -21,7 +21,6 @@ Hashing with xxh3-128 runs at ~40 GB/s here (0.025 s per GiB): the copies domina
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import socket
 import stat
@@ -29,8 +28,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from sockkit import libc
 from sockkit.errors import Cancelled, DestinationError, TransferInterrupted, describe_os_error, loaded_ssl
+from sockkit.writeback import Writeback
 
 #: 1 MiB: loopback hands over several hundred KiB per recv; a bigger buffer saves syscalls, a
 #: smaller one costs them; memory per transfer stays this size whatever the file size.
@@ -39,50 +38,6 @@ BUFFER_SIZE = 1 << 20
 POLL_SECONDS = 0.2
 #: A partly filled buffer is written (and progress reported) at least this often.
 FILL_SECONDS = 0.1
-#: Start the disk writing every this many bytes received (``sync_file_range(SYNC_FILE_RANGE_WRITE)``,
-#: asynchronous), so the fsync before the rename finds little left to do. Measured here for 1 GiB:
-#: write + fsync 1.2-2.3 s without it, 0.6-0.7 s with it.
-WRITEBACK_BYTES = 32 << 20
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-@functools.cache
-def _sync_file_range():
-    """libc's sync_file_range with its argument types set (looked up on the first write to a
-    file), or None where there is none."""
-    call = libc.function("sync_file_range")
-    if call is not None:
-        import ctypes  # loaded already, by libc.function
-
-        call.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    return call
-
-
-class Writeback:
-    """Asks the kernel to start writing a file's dirty pages every WRITEBACK_BYTES (never waits)."""
-
-    def __init__(self, fd: int, position: int) -> None:
-        self.fd = fd
-        self.mark = position    # start of the range not yet handed to writeback
-        self.position = position
-
-    def advance(self, count: int) -> None:
-        self.position += count
-        if self.position - self.mark >= WRITEBACK_BYTES:
-            start = _sync_file_range()
-            if start is not None:
-                start(self.fd, self.mark, self.position - self.mark, _SYNC_FILE_RANGE_WRITE)
-            self.mark = self.position
-
-
-def start_writeback(fd: int) -> None:
-    """Start writing all of ``fd``'s dirty pages now, without waiting (the fsync later finds them
-    written); a no-op where ``sync_file_range`` is missing."""
-    start = _sync_file_range()
-    if start is not None:
-        start(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-
-
 class Buffer:
     """A reusable receive buffer (one per connection; download_tree reuses it for every file)."""
 

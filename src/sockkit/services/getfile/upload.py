@@ -20,6 +20,7 @@ import xxhash
 
 from sockkit.protocols.getfile import DIGEST_ALGORITHM, ErrorCode, Put, format_count, format_error
 from sockkit.services.getfile.root import Refused, ServedRoot, Walk, split_request_path
+from sockkit.writeback import Writeback
 
 TEMP_PREFIX = ".sockkit-put-"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -32,7 +33,8 @@ def _no_space(shown: str) -> Refused:
 class Upload:
     """The state of one PUT1 between its ``OK1 0`` and its final answer."""
 
-    __slots__ = ("digest", "error", "fd", "hasher", "name", "overwrite", "received", "shown", "size", "temp", "walk")
+    __slots__ = ("digest", "error", "fd", "hasher", "name", "overwrite", "received", "shown", "size", "temp", "walk",
+                 "writeback")
 
     def __init__(self, root: ServedRoot, request: Put) -> None:
         """Check the target and create the temporary file; raises Refused."""
@@ -49,6 +51,7 @@ class Upload:
         self.error: Refused | None = None
         self.fd = -1
         self.temp = ""
+        self.writeback: Writeback | None = None
         self.walk: Walk = root.open_directory("/".join(parts[:-1]))
         try:
             self._check_target()
@@ -56,6 +59,7 @@ class Upload:
             self.temp = f"{TEMP_PREFIX}{os.urandom(8).hex()}.tmp"
             self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                               0o644, dir_fd=self.walk.here)
+            self.writeback = Writeback(self.fd, 0)  # so the fsync in finish() has little left to wait for
         except OSError as exc:
             self.abort()
             raise self._refusal(exc) from None
@@ -98,10 +102,12 @@ class Upload:
         if self.error is not None:
             return
         self.hasher.update(data)
+        count = len(data)
         try:
             while data:
                 written = os.write(self.fd, data)
                 data = data[written:]
+            self.writeback.advance(count)
         except OSError as exc:
             self.error = self._refusal(exc)
 
