@@ -160,3 +160,23 @@ def test_refusals_inside_tls_are_bounded(certificate):
                 sock.close()
         first.sendall(b"still here\n")
         assert read_line(first) == b"Echo=>still here\n"
+
+
+@pytest.mark.parametrize("model", ["thread", "pool"])
+def test_busy_line_survives_a_client_that_speaks_first(model, certificate):
+    """A refused client that sends its request right after the handshake (as sockkit get does)
+    still reads the busy line. (The refusal ends with a half-close and a bounded read, not a
+    reset; on loopback a reset would not lose the line either, so this checks the line, not that.)"""
+    cert, key = certificate
+    with running("echo", "--model", model, "--port", "0", "--quiet", "--tls-cert", str(cert), "--tls-key",
+                 str(key), "--max-connections", "1") as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+            client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1") as first:
+        first.sendall(b"hi\n")
+        assert read_line(first) == b"Echo=>hi\n"
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw2, \
+                    client_context(cert).wrap_socket(raw2, server_hostname="127.0.0.1") as second:
+                second.sendall(b"spam\n" * 2000)
+                time.sleep(0.01)  # the server has sent its line and closed by now
+                assert read_line(second) == b"Echo=>server busy, try again later\n"

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sockkit.lifecycle import Log, StopSignal, peer_of
+from sockkit.models.blocking import linger_close
 from sockkit.net import tune_accepted
 from sockkit.services.actions import Peer
 
@@ -88,7 +89,7 @@ def accept_forever(listeners: list[socket.socket], stop: StopSignal, log: Log,
             listener.close()
 
 
-#: TLS refusals in progress at once (each a thread for at most REFUSE_SECONDS); past them the
+#: TLS refusals in progress at once (each a thread for at most REFUSE_SECONDS + LINGER_SECONDS); past them the
 #: busy line goes out in plain text, as it does under the fork models.
 TLS_REFUSERS = 4
 #: Longest a refused TLS client gets to finish its handshake and take the busy line.
@@ -125,6 +126,9 @@ class Refuser:
             sock.settimeout(REFUSE_SECONDS)
             with self.tls.wrap_socket(sock, server_side=True) as tls:
                 tls.sendall(self.reply)
+                # A FIN after the line, not a reset: a client that already sent its request
+                # would otherwise risk losing the line in flight.
+                linger_close(tls)
         except (OSError, ValueError):
             pass  # a client that cannot finish a handshake in time is refused all the same
         finally:
