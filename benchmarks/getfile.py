@@ -513,6 +513,11 @@ def run_rounds(jobs: list[Job], runs: int) -> None:
 # --- the cases -----------------------------------------------------------------------------
 
 
+def split(count: int, ways: int) -> list[int]:
+    """``count`` clients shared as evenly as can be between ``ways`` processes or threads."""
+    return [count // ways + (i < count % ways) for i in range(ways)]
+
+
 def curl_urls(urls: list[str], outputs: list[str], tmp: Path, *, parallel: bool = False, tls: Path | None = None,
               tag: str = "") -> list[str]:
     """One curl command fetching every URL (keep-alive reused between them); config file for long lists."""
@@ -669,7 +674,7 @@ class Bench:
         def http(row: Row, server: Server) -> None:
             row.note = "curl -Z, one process" if curls == 1 else f"curl -Z, {curls} processes"
             url = f"http://{HOST}:{server.port}/mid.bin"
-            parts = [n // curls + (i < n % curls) for i in range(curls)]
+            parts = split(n, curls)
 
             def commands() -> list[list[str]]:  # written before each run: the config files are shared
                 return [curl_urls([url] * k, ["/dev/null"] * k, self.tmp, parallel=True, tag=f"-{i}")
@@ -679,7 +684,7 @@ class Bench:
 
         # The load client: a selector multiplexing every connection, as curl -Z does.
         procs = max(1, min(n, LOAD_PROCESSES or os.cpu_count() or 1))
-        shares = [n // procs + (i < n % procs) for i in range(procs)]
+        shares = split(n, procs)
         how = ", one process" if procs == 1 else f", {procs} processes"
         how += f", {LOAD_THREADS} threads" if LOAD_THREADS > 1 else ""
 
@@ -846,6 +851,22 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def judge(row: Row, peers: list[Row], target: tuple[str | None, float | None, float | None]
+          ) -> tuple[dict, str] | None:
+    """``row`` against its case's target: {target, value (ratio or MB/s), met} and how the value reads
+    after the verdict; None when there is nothing to judge against."""
+    ref, ratio, absolute = target
+    if ratio is not None:
+        peer = next((p for p in peers if p.peer == ref), None)
+        if peer is None:
+            return None
+        got = row.rate / peer.rate
+        return {"target": f">= {ratio:g}x {ref}", "value": round(got, 3), "met": got >= ratio}, f" ({got:.2f}x)"
+    if absolute is not None:
+        return {"target": f">= {absolute:g} MB/s", "value": round(row.rate, 1), "met": row.rate >= absolute}, ""
+    return None
+
+
 def ratios(rows: list[Row]) -> tuple[str, list[dict]]:
     """Per case: best sockkit row against every peer row of the same run, and the target verdict."""
     lines, verdicts = [], []
@@ -861,19 +882,12 @@ def ratios(rows: list[Row]) -> tuple[str, list[dict]]:
             mine = within or mine
         best = max(mine, key=lambda r: r.rate)
         parts = [f"{best.rate / p.rate:.2f}x {p.peer}" for p in peers if p.rate]
-        ref, ratio, absolute = target_for(case)
         verdict = ""
-        if ref is not None and ratio is not None:
-            peer = next((p for p in peers if p.peer == ref), None)
-            if peer is not None:
-                got = best.rate / peer.rate
-                verdict = f"target >= {ratio:g}x {ref}: {'met' if got >= ratio else 'NOT met'} ({got:.2f}x)"
-                verdicts.append({"case": case, "target": f">= {ratio:g}x {ref}", "value": round(got, 3),
-                                 "met": got >= ratio, "best": best.peer})
-        elif absolute is not None:
-            verdict = f"target >= {absolute:g} MB/s: {'met' if best.rate >= absolute else 'NOT met'}"
-            verdicts.append({"case": case, "target": f">= {absolute:g} MB/s", "value": round(best.rate, 1),
-                             "met": best.rate >= absolute, "best": best.peer})
+        judged = judge(best, peers, target_for(case))
+        if judged is not None:
+            found, shown = judged
+            verdict = f"target {found['target']}: {'met' if found['met'] else 'NOT met'}{shown}"
+            verdicts.append({"case": case, **found, "best": best.peer})
         if "clients" in case:
             rss = best.median("server_rss") / MiB
             budget = RSS_BUDGET / MiB
@@ -886,21 +900,14 @@ def ratios(rows: list[Row]) -> tuple[str, list[dict]]:
             like = [f"{unsynced.rate / p.rate:.2f}x {p.peer}" for p in peers if p.rate]
             # The same target, judged like for like (the peers never fsync); reported apart from
             # the verdict above, which is for sockkit's default.
-            got, target = None, ""
-            peer = next((p for p in peers if p.peer == ref), None)
-            if ratio is not None and peer is not None:
-                got, target = unsynced.rate / peer.rate, f">= {ratio:g}x {ref}"
-                met = got >= ratio
-            elif absolute is not None:
-                got, target = unsynced.rate, f">= {absolute:g} MB/s"
-                met = got >= absolute
-            judged = ""
-            if got is not None:
-                judged = f"; target {target}: {'met' if met else 'NOT met'} like for like"
-                verdicts.append({"case": case, "target": target, "value": round(got, 3), "met": met,
-                                 "best": unsynced.peer, "like_for_like": True})
+            judged = judge(unsynced, peers, target_for(case))
+            said = ""
+            if judged is not None:
+                found, _ = judged
+                said = f"; target {found['target']}: {'met' if found['met'] else 'NOT met'} like for like"
+                verdicts.append({"case": case, **found, "best": unsynced.peer, "like_for_like": True})
             lines.append(f"{case}: {unsynced.peer} = {', '.join(like) or 'no peer measured'}  (like for like: "
-                         f"no peer here fsyncs{judged})")
+                         f"no peer here fsyncs{said})")
     return "\n".join(lines), verdicts
 
 
