@@ -140,8 +140,8 @@ class Pending(NamedTuple):
     entry: wire.Entry
     components: list[str]
     plan: Plan
-    request_bytes: int = 0
-    remote: str = ""  # the path asked for
+    request_bytes: int
+    remote: str  # the path asked for
 
 
 class Verified(NamedTuple):
@@ -289,14 +289,13 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
                 exhausted = True
                 break
             entry, components = item
-            pending = prepare(entry, components, dirs, batch.result, reporter, force=force)
-            if pending is None:
+            plan = prepare(entry, components, dirs, batch.result, reporter, force=force)
+            if plan is None:
                 continue
             remote = remote_join(remote_dir, entry.path)
-            request = wire.format_request(wire.Get(remote, pending.plan.offset, pending.plan.version))
-            pending = pending._replace(request_bytes=len(request), remote=remote)
+            request = wire.format_request(wire.Get(remote, plan.offset, plan.version))
             outgoing += request
-            in_flight.append(pending)
+            in_flight.append(Pending(entry, components, plan, len(request), remote))
             in_flight_large += entry.size > LARGE
         if outgoing:
             session.send(bytes(outgoing))
@@ -314,8 +313,8 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
 
 
 def prepare(entry: wire.Entry, components: list[str], dirs: DirectoryCache, result: TreeResult, reporter: Reporter,
-            *, force: bool) -> Pending | None:
-    """The request for one file, or None when it is skipped (up to date) or refused locally."""
+            *, force: bool) -> Plan | None:
+    """How to ask for one file, or None when it is skipped (up to date) or refused locally."""
     where = tuple(components[:-1])
     name = components[-1]
     try:
@@ -337,7 +336,7 @@ def prepare(entry: wire.Entry, components: list[str], dirs: DirectoryCache, resu
         reporter.total -= entry.size
         return None
     part = localfs.newest_part(dirs.parts_in(where), name)
-    return Pending(entry, components, Plan(part))
+    return Plan(part)
 
 
 def handle_answer(session: Session, pending: Pending, dirs: DirectoryCache, batch: CommitBatch,
