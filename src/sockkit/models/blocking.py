@@ -185,13 +185,11 @@ def handshake(sock: socket.socket, limits: Limits, tracker: Tracker) -> socket.s
         if tracker.stopping:
             raise ConnectionAbortedError("the server is stopping")
         tls.do_handshake()
-    except OSError:
+    except (OSError, ValueError) as exc:
         tracker.live.discard(tls)
         tls.close()
-        raise
-    except ValueError as exc:
-        tracker.live.discard(tls)
-        tls.close()
+        if isinstance(exc, OSError):
+            raise
         raise ConnectionError(f"TLS handshake failed: {exc}") from exc
     finally:
         tracker.waiting.discard(tls)
