@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from sockkit.protocols.getfile import MAX_LINE, Get, List, Put, format_request
 from sockkit.services.actions import Peer, SendFile
 from sockkit.services.getfile import GetfileService, ServedRoot, listing
-from sockkit.services.getfile.connection import INLINE_BODY, MAX_QUEUED_FILES
+from sockkit.services.getfile.connection import INLINE_BODY
 from sockkit.services.getfile.digest import DigestCache, hash_descriptor
 from sockkit.services.getfile.slots import LocalSlots, SharedSlots, make_slots
+from sockkit.services.getfile.transfers import MAX_QUEUED_FILES
 from sockkit.services.getfile.upload import TEMP_PREFIX
 from sockkit.writeback import WRITEBACK_BYTES
 from tests.services.getfile_wire import Wire

@@ -7,16 +7,13 @@ Rules:
 - ``receive`` never raises for anything a client sends: a service exception would cost the
   client its connection without a reason.
 - What one connection can make the server hold is bounded: one partial request line of
-  ``MAX_LINE`` bytes, ``MAX_QUEUED_FILES`` open files handed to the model, ``MAX_BATCH_BYTES`` of
+  ``MAX_LINE`` bytes, ``MAX_QUEUED_FILES`` open files handed to the model (transfers.py), ``MAX_BATCH_BYTES`` of
   answers produced from one read.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-from collections.abc import Callable
 
 from sockkit.protocols.getfile import (
     FATAL,
@@ -40,14 +37,12 @@ from sockkit.services.actions import CLOSE, Action, Peer, Send, SendFile
 from sockkit.services.getfile.digest import is_digest
 from sockkit.services.getfile.listing import list_directory, list_tree
 from sockkit.services.getfile.root import Refused, refusal_for
+from sockkit.services.getfile.transfers import Transfers
 from sockkit.services.getfile.upload import Upload
 
 #: Bodies up to this size are read and sent with their header in one write (one syscall for
 #: small files instead of send + sendfile); larger ones go to the model as a zero-copy SendFile.
 INLINE_BODY = 64 * 1024
-#: Files handed to the model and not yet sent, per connection: bounds the descriptors a client
-#: pipelining many GET1s can pin. Past it: ``busy`` (a client keeps at most this many in flight).
-MAX_QUEUED_FILES = 32
 #: Answer bytes (listings, inline bodies) produced from one read: bounds the memory one read of
 #: pipelined requests can cost. Past it: ``busy``.
 MAX_BATCH_BYTES = 64 << 20
@@ -55,26 +50,10 @@ MAX_BATCH_BYTES = 64 << 20
 MAX_LOG_LINES = 20
 
 
-class TrackedFile(io.FileIO):
-    """A file handed to the model, telling its connection when the model is done with it."""
-
-    def __init__(self, fd: int, on_close: Callable[[], None]) -> None:
-        super().__init__(fd, "rb", closefd=True)
-        self._on_close: Callable[[], None] | None = on_close
-
-    def close(self) -> None:
-        callback, self._on_close = self._on_close, None
-        try:
-            super().close()
-        finally:
-            if callback is not None:
-                callback()
-
-
 class GetfileConnection:
     """Sans-IO: bytes in, actions out; filesystem work goes through the service's ServedRoot."""
 
-    __slots__ = ("authed", "batch_bytes", "buffer", "done", "first", "logged", "peer", "queued", "service", "slot",
+    __slots__ = ("authed", "batch_bytes", "buffer", "done", "first", "logged", "peer", "service", "transfers",
                  "upload")
 
     def __init__(self, service, peer: Peer) -> None:
@@ -85,8 +64,7 @@ class GetfileConnection:
         self.authed = service.token is None
         self.first = True  # no request seen yet: a bare path here is the chapter's protocol
         self.done = False  # a Close was issued: nothing more is read
-        self.queued = 0  # files (and an upload) this connection holds a transfer slot for
-        self.slot = None
+        self.transfers = Transfers(service.slots)  # files (and an upload) in flight, and their slot
         self.batch_bytes = 0
         self.logged = 0
 
@@ -134,7 +112,7 @@ class GetfileConnection:
         if self.upload is not None:
             upload, self.upload = self.upload, None
             upload.abort()
-        self._release_slot()
+        self.transfers.release()
 
     # -- reading requests -------------------------------------------------------------------------
     def _drain(self, actions: list[Action]) -> None:
@@ -167,7 +145,7 @@ class GetfileConnection:
                       f"{self.upload.size} bytes")
             upload, self.upload = self.upload, None
             upload.abort()
-            self._release_if_idle()
+            self.transfers.end()
         elif self.buffer and len(self.buffer) < MAX_LINE:
             line, self.buffer = bytes(self.buffer), bytearray()
             self._answer_line(line, actions)
@@ -257,7 +235,7 @@ class GetfileConnection:
                 self._charge(len(header) + count)
                 actions.append(Send(header + body))
                 return
-            file = self._hand_over(fd)
+            file = self.transfers.hand_over(fd)
             fd = -1
         except OSError as exc:
             raise Refused(ErrorCode.INTERNAL, f"cannot read {request.path}: {exc.strerror}") from None
@@ -280,7 +258,7 @@ class GetfileConnection:
             fd = self.service.root.open_file(path)
             try:
                 size = os.fstat(fd).st_size
-                file = self._hand_over(fd)
+                file = self.transfers.hand_over(fd)
             except BaseException:
                 os.close(fd)
                 raise
@@ -310,13 +288,12 @@ class GetfileConnection:
         if not is_digest(request.digest):
             self._refuse(actions, ErrorCode.BAD_REQUEST, "PUT1 digest must be xxh3-128:<32 hex digits>", "PUT1")
             return
-        self._take_slot()
+        self.transfers.begin()
         try:
             self.upload = Upload(self.service.root, request)
         except BaseException:
-            self._release_if_idle()
+            self.transfers.end()
             raise
-        self.queued += 1
         actions.append(Send(format_count(0)))
         if request.size == 0:
             self._complete_upload(actions)
@@ -331,56 +308,15 @@ class GetfileConnection:
         answer = upload.finish()
         if answer.startswith(b"ERR1"):
             self._log(f"refused PUT1 {upload.shown!r}: {answer[5:].decode(errors='replace').strip()}")
-        self.queued -= 1
-        self._release_if_idle()
+        self.transfers.end()
         actions.append(Send(answer))
 
-    # -- bounds and transfer slots ----------------------------------------------------------------
+    # -- bounds ----------------------------------------------------------------------------------
     def _charge(self, size: int) -> None:
         self.batch_bytes += size
         if self.batch_bytes > MAX_BATCH_BYTES:
             raise Refused(ErrorCode.BUSY, "too many answers requested at once; wait for answers before "
                                           "sending more requests")
-
-    def _take_slot(self) -> None:
-        if self.queued >= MAX_QUEUED_FILES:
-            raise Refused(ErrorCode.BUSY, f"more than {MAX_QUEUED_FILES} transfers in flight on one connection; "
-                                          "wait for answers before sending more requests")
-        if self.queued == 0 and self.slot is None:
-            try:
-                slot = self.service.slots.acquire()
-            except OSError:  # no descriptor left to take a slot with: as good as busy
-                slot = None
-            if slot is None:
-                raise Refused(ErrorCode.BUSY, f"server busy: {self.service.slots.limit} transfers running; "
-                                              "try again later")
-            self.slot = slot
-
-    def _hand_over(self, fd: int) -> TrackedFile:
-        """Wrap ``fd`` for the model, counting it against this connection's transfer slot."""
-        self._take_slot()
-        self.queued += 1
-        try:
-            return TrackedFile(fd, self._file_done)
-        except BaseException:
-            self.queued -= 1
-            self._release_if_idle()
-            raise
-
-    def _file_done(self) -> None:
-        self.queued -= 1
-        self._release_if_idle()
-
-    def _release_if_idle(self) -> None:
-        if self.queued <= 0:
-            self._release_slot()
-
-    def _release_slot(self) -> None:
-        slot, self.slot = self.slot, None
-        if slot is not None:
-            with contextlib.suppress(Exception):
-                slot.release()
-
 
 _VERBS = (b"GET1 ", b"LIST1 ", b"TREE1 ", b"PUT1 ", b"AUTH1 ")
 

@@ -1,0 +1,86 @@
+"""What one connection holds while its transfers run: a count of them and one server-wide slot.
+
+Rule: a connection takes one slot (``--max-transfers``) when its first transfer begins and gives
+it back when its last one ends, whatever speaks on it -- getfile's own requests or HTTP's (both
+use this class, so both obey the same bounds). A file handed to the model is a ``TrackedFile``
+whose ``close`` (the model's, once the bytes are sent or the connection is gone) ends its
+transfer. At most ``MAX_QUEUED_FILES`` transfers per connection: that bounds the descriptors a
+client pipelining many requests can pin; past it, and past the server's slots, ``Refused(BUSY)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+
+from sockkit.protocols.getfile import ErrorCode
+from sockkit.services.getfile.root import Refused
+from sockkit.services.getfile.slots import Slot, Slots
+
+#: Files handed to the model and not yet sent, per connection (a client keeps at most this many in flight).
+MAX_QUEUED_FILES = 32
+
+
+class TrackedFile(io.FileIO):
+    """A file handed to the model, telling its connection when the model is done with it."""
+
+    def __init__(self, fd: int, on_close: Callable[[], None]) -> None:
+        super().__init__(fd, "rb", closefd=True)
+        self._on_close: Callable[[], None] | None = on_close
+
+    def close(self) -> None:
+        callback, self._on_close = self._on_close, None
+        try:
+            super().close()
+        finally:
+            if callback is not None:
+                callback()
+
+
+class Transfers:
+    """One connection's transfers in flight and the slot they share."""
+
+    __slots__ = ("queued", "slot", "slots")
+
+    def __init__(self, slots: Slots) -> None:
+        self.slots = slots
+        self.queued = 0  # transfers begun and not ended
+        self.slot: Slot | None = None
+
+    def begin(self) -> None:
+        """Count one more transfer, taking the server-wide slot if it is the first; raises Refused."""
+        if self.queued >= MAX_QUEUED_FILES:
+            raise Refused(ErrorCode.BUSY, f"more than {MAX_QUEUED_FILES} transfers in flight on one connection; "
+                                          "wait for answers before sending more requests")
+        if self.queued == 0 and self.slot is None:
+            try:
+                slot = self.slots.acquire()
+            except OSError:  # no descriptor left to take a slot with: as good as busy
+                slot = None
+            if slot is None:
+                raise Refused(ErrorCode.BUSY, f"server busy: {self.slots.limit} transfers running; try again later")
+            self.slot = slot
+        self.queued += 1
+
+    def end(self) -> None:
+        """One transfer is over; the last one gives the slot back."""
+        self.queued -= 1
+        if self.queued <= 0:
+            self.release()
+
+    def hand_over(self, fd: int) -> TrackedFile:
+        """``fd`` wrapped for the model as one transfer, ended when the model closes it."""
+        self.begin()
+        try:
+            return TrackedFile(fd, self.end)
+        except BaseException:
+            self.end()
+            raise
+
+    def release(self) -> None:
+        """Give the slot back now (the connection is over, or nothing is in flight)."""
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            with contextlib.suppress(Exception):
+                slot.release()
