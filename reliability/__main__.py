@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from reliability import client_scenarios, getfile_scenarios, model_scenarios  # noqa: F401  (register scenarios)
+from reliability import (  # noqa: F401  (register scenarios)
+    client_scenarios,
+    getfile_scenarios,
+    model_scenarios,
+    proxy_scenarios,
+)
 from reliability.suite import SCENARIOS, Scale, render, run_one, write
 
 

@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from reliability.model_scenarios import MODELS, PREFORK_WORKERS, wait_for_workers
 from reliability.probes import settle, snapshot
-from reliability.suite import Row, Scale, scenario, skip
+from reliability.suite import Row, Scale, run_atheris, scenario
 from sockkit.testing import running, sockkit_command
 
 MARKER = b"SECRET-MARKER-7f3a9c"
@@ -312,15 +311,4 @@ def sigterm_transfer(model: str, scale: Scale) -> Row:
 @scenario("fuzz", "atheris (coverage-guided) feeds random bytes, cut at random, to a getfile connection for 20 s "
           "(long: 300 s): no exception, no byte of the secret, nothing left open", ["sans-IO"])
 def fuzz(model: str, scale: Scale) -> Row:
-    try:
-        import atheris  # noqa: F401
-    except ImportError:
-        return skip("fuzz", model, "atheris not installed (pip install atheris)")
-    seconds = scale.pick(20, 300)
-    with tempfile.TemporaryDirectory(prefix="sockkit-fuzz-") as work:
-        done = subprocess.run([sys.executable, "-m", "reliability.fuzz_getfile", str(seconds), work],
-                              capture_output=True, text=True, timeout=seconds + 120)
-    runs = next((line.split()[1] for line in done.stderr.splitlines() if line.startswith("Done ")), "0")
-    failure = next((line for line in done.stderr.splitlines() if "Error" in line or "assert" in line.lower()), "")
-    figure = f"{int(runs):,} inputs in {seconds} s, exit {done.returncode}" + (f"; {failure[:100]}" if failure else "")
-    return Row("fuzz", model, figure, done.returncode == 0)
+    return run_atheris("fuzz", "reliability.fuzz_getfile", model, scale)
