@@ -19,7 +19,13 @@ import threading
 import time
 from pathlib import Path
 
-from reliability.model_scenarios import MODELS, PREFORK_WORKERS, wait_for_workers
+from reliability.model_scenarios import (
+    MODELS,
+    PREFORK_WORKERS,
+    WORKER_PROCESSES,
+    WORKER_THREADS,
+    wait_for_workers,
+)
 from reliability.probes import settle, snapshot
 from reliability.suite import Row, Scale, run_atheris, scenario
 from sockkit.testing import running, sockkit_command
@@ -53,8 +59,9 @@ class Tree:
 @contextlib.contextmanager
 def getfile_server(model: str, root: Path, *extra: str):
     with running("getfile", "--model", model, "--port", "0", "--quiet", "--root", str(root), *extra,
-                 "--request-timeout", "2", "--workers", "4" if model == "pool" else str(PREFORK_WORKERS)) as server:
-        if model == "prefork":
+                 "--request-timeout", "2", "--workers",
+                 "4" if model in WORKER_THREADS else str(PREFORK_WORKERS)) as server:
+        if model in WORKER_PROCESSES:
             wait_for_workers(server, PREFORK_WORKERS, hello=b"LIST1 .\n")
         yield server
 

@@ -14,18 +14,25 @@ import time
 
 from reliability.probes import canary_p99, pss_mib, round_trip, settle, snapshot, tree
 from reliability.suite import Row, Scale, scenario, skip
+from sockkit.catalog import MODELS as REGISTRY
+from sockkit.catalog import models_where
 from sockkit.testing import alive, descendants, running, start_server, zombies_of
 
-MODELS = ["sequential", "fork", "fork-signal", "thread", "socketserver", "pool", "select", "asyncio", "uvloop",
-          "prefork"]
-EVENT_LOOPS = {"select", "asyncio", "uvloop", "prefork"}
-FORKING = {"fork", "fork-signal", "prefork"}
+#: The models of the registry; the sets below come from their traits.
+MODELS = list(REGISTRY)
+EVENT_LOOPS = set(models_where(event_loop=True))
+FORKING = set(models_where(forks=True))
+#: One client at a time (the scenarios that need several at once skip them).
+ONE_AT_A_TIME = set(models_where(concurrent=False))
+#: ``--workers`` counts threads that each hold one client (pool) / processes that each serve many (prefork).
+WORKER_THREADS = set(models_where(workers="threads"))
+WORKER_PROCESSES = set(models_where(workers="processes"))
 
 
 @contextlib.contextmanager
 def serve(model: str, *extra: str, **kwargs):
     with running("echo", "--model", model, "--port", "0", "--quiet", *extra, **kwargs) as server:
-        if model == "prefork":
+        if model in WORKER_PROCESSES:
             workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else PREFORK_WORKERS
             wait_for_workers(server, workers)
         yield server
@@ -144,7 +151,7 @@ def never_reads(model: str, scale: Scale) -> Row:
         waited = time.monotonic() - began
         hog.close()
     growth = peak - base
-    limit = 4.0 if model == "sequential" else 1.0  # sequential: served once the hog times out
+    limit = 4.0 if model in ONE_AT_A_TIME else 1.0  # sequential: served once the hog times out
     figure = f"hog pushed {sent >> 20} MiB; PSS +{growth:.1f} MiB; canary answered in {waited:.2f} s"
     return Row("never-reads", model, figure, answered and growth < 32 and waited < limit)
 
@@ -152,11 +159,11 @@ def never_reads(model: str, scale: Scale) -> Row:
 @scenario("idle-flood", "many idle connections (100/500; long 500/5000) keep a canary's p99 within 3x baseline",
           MODELS)
 def idle_flood(model: str, scale: Scale) -> Row:
-    if model == "sequential":
+    if model in ONE_AT_A_TIME:
         return skip("idle-flood", model, "serves one client at a time by design")
     count = scale.pick(500 if model in EVENT_LOOPS else 100, 5000 if model in EVENT_LOOPS else 500)
     extra = ["--max-connections", str(count + 50)]
-    if model == "pool":
+    if model in WORKER_THREADS:
         extra += ["--workers", str(count + 10)]
     with serve(model, *extra) as server:
         before = canary_p99(server.port)
@@ -176,9 +183,10 @@ def idle_flood(model: str, scale: Scale) -> Row:
 
 @scenario("busy", "client N+1 past --max-connections gets the busy reply within 1 s", MODELS)
 def busy(model: str, scale: Scale) -> Row:
-    if model == "sequential":
+    if model in ONE_AT_A_TIME:
         return skip("busy", model, "accepts the next client only after the current one")
-    extra = {"pool": ["--workers", "4"], "prefork": ["--workers", "1"]}.get(model, [])  # prefork: limit per worker
+    # pool: a worker per held client; prefork: the limit is per worker, so one worker makes it exact.
+    extra = ["--workers", "4"] if model in WORKER_THREADS else ["--workers", "1"] if model in WORKER_PROCESSES else []
     holders = []
     with serve(model, "--max-connections", "4", *extra) as server:
         reply = b""
@@ -201,7 +209,7 @@ def busy(model: str, scale: Scale) -> Row:
 def burst(model: str, scale: Scale) -> Row:
     count = scale.pick(300, 1000)
     extra = ["--max-connections", str(count + 10)]
-    if model == "pool":
+    if model in WORKER_THREADS:
         extra += ["--workers", "32"]
     results: list[bool] = []
     with serve(model, *extra) as server:
@@ -338,14 +346,14 @@ def sigterm(model: str, scale: Scale) -> Row:
 
 @scenario("parent-killed", "kill -9 of the server leaves no orphaned worker or child within 2 s", MODELS)
 def parent_killed(model: str, scale: Scale) -> Row:
-    extra = ["--workers", "4"] if model == "pool" else []  # a worker per held client
+    extra = ["--workers", "4"] if model in WORKER_THREADS else []  # a worker per held client
     server = start_server("echo", "--model", model, "--port", "0", "--quiet", *extra)
     clients: list[socket.socket] = []
     try:
-        if model == "prefork":
+        if model in WORKER_PROCESSES:
             wait_for_workers(server, PREFORK_WORKERS)
         # Sequential serves one client at a time: keep only one connection open there.
-        clients = [connect(server.port) for _ in range(1 if model == "sequential" else 3)]
+        clients = [connect(server.port) for _ in range(1 if model in ONE_AT_A_TIME else 3)]
         for sock in clients:
             round_trip(sock)
     except BaseException:
@@ -381,7 +389,7 @@ def restart(model: str, scale: Scale) -> Row:
     return Row("restart", model, f"rebound port {port} and served in {took:.2f} s", ok and took < 5)
 
 
-@scenario("kill-worker", "a killed prefork worker is replaced and clients keep being served", ["prefork"])
+@scenario("kill-worker", "a killed prefork worker is replaced and clients keep being served", sorted(WORKER_PROCESSES))
 def kill_worker(model: str, scale: Scale) -> Row:
     with serve(model, "--workers", "2") as server:
         workers = sorted(descendants(server.pid))

@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 
+from sockkit.catalog import MODELS, models_where
 from sockkit.testing import (  # noqa: F401  (re-exported for the tests)
     RunningServer,
     alive,
@@ -23,9 +24,16 @@ from sockkit.testing import (  # noqa: F401  (re-exported for the tests)
     zombies_of,
 )
 
-ALL_MODELS = ["sequential", "fork", "fork-signal", "thread", "socketserver", "pool", "select", "asyncio", "uvloop",
-              "prefork"]
-PARALLEL_MODELS = [m for m in ALL_MODELS if m != "sequential"]
+#: Every model of the registry, and those serving clients at once (the registry's traits decide).
+ALL_MODELS = list(MODELS)
+PARALLEL_MODELS = models_where(concurrent=True)
+
+
+def worker_options(model: str, threads: int, processes: int = 1) -> list[str]:
+    """``--workers`` for the models that take it: ``threads`` where each worker thread holds one
+    client (pool), ``processes`` where each worker process serves many (prefork); else nothing."""
+    kind = MODELS[model].workers
+    return ["--workers", str(threads if kind == "threads" else processes)] if kind else []
 
 
 def exchange_line(port: int, message: bytes, host: str = "127.0.0.1", timeout: float = 10.0) -> bytes:

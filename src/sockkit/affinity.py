@@ -9,17 +9,16 @@ request when pinned; a bare ``socketserver.ThreadingTCPServer`` gains the same (
 and the single-threaded select model gains nothing (it has no hand-offs). See docs/benchmarks.md.
 
 What a second CPU is good for is work done without the GIL: OpenSSL encrypting for several
-clients at once. ``auto`` therefore pins only the thread-per-client models (thread, pool,
-socketserver with threads) and only without TLS; ``all`` never pins; a list (``1`` or ``0,2-3``)
-pins any model to exactly those CPUs.
+clients at once. ``auto`` therefore pins only the models whose registry entry says ``pin_cpu``
+(thread, pool, socketserver with threads) and only without TLS; ``all`` never pins; a list (``1``
+or ``0,2-3``) pins any model to exactly those CPUs.
 """
 
 from __future__ import annotations
 
 import os
 
-#: Models whose clients are threads of one process (``socketserver`` unless --fork).
-THREADED_MODELS = frozenset({"thread", "pool", "socketserver"})
+from sockkit.catalog import Model
 
 
 def parse_cpus(text: str) -> str | frozenset[int]:
@@ -50,8 +49,9 @@ def current_cpu() -> int | None:
         return None
 
 
-def choose(setting: str | frozenset[int], model: str, *, tls: bool, fork: bool) -> frozenset[int] | None:
-    """The CPUs to pin this server to, or None to leave it where the system puts it."""
+def choose(setting: str | frozenset[int], model: Model, *, tls: bool) -> frozenset[int] | None:
+    """The CPUs to pin this server to, or None to leave it where the system puts it. ``model`` is
+    the registry entry as configured (``Model.configured``: socketserver --fork pins nothing)."""
     if not hasattr(os, "sched_setaffinity"):
         if isinstance(setting, frozenset):
             raise ValueError("--cpus with a CPU list needs Linux (sched_setaffinity)")
@@ -61,7 +61,7 @@ def choose(setting: str | frozenset[int], model: str, *, tls: bool, fork: bool) 
         if not setting <= allowed:
             raise ValueError(f"--cpus: CPU {describe(setting - allowed)} is not available to this process")
         return setting
-    if setting == "all" or model not in THREADED_MODELS or tls or (model == "socketserver" and fork):
+    if setting == "all" or not model.pin_cpu or tls:
         return None
     allowed = os.sched_getaffinity(0)
     if len(allowed) < 2:

@@ -14,6 +14,7 @@ import pytest
 
 from sockkit.affinity import parse_cpus
 from sockkit.bench.targets import peer_targets
+from sockkit.catalog import models_where
 from sockkit.testing import running, sockkit_command
 from tests.conftest import read_line
 
@@ -50,7 +51,7 @@ def test_parse_cpus() -> None:
 
 
 @needs_two_cpus
-@pytest.mark.parametrize("model", ["thread", "pool", "socketserver"])
+@pytest.mark.parametrize("model", models_where(pin_cpu=True))
 def test_threaded_models_run_on_one_cpu_by_default(model: str) -> None:
     with running("echo", "--model", model, "--port", "0", "--quiet") as server:
         def check() -> None:

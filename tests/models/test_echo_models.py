@@ -14,7 +14,6 @@ import time
 import pytest
 
 from tests.conftest import (
-    ALL_MODELS,
     PARALLEL_MODELS,
     descendants,
     exchange_line,
@@ -22,6 +21,7 @@ from tests.conftest import (
     read_line,
     running,
     sockkit_command,
+    worker_options,
     zombies_of,
 )
 
@@ -216,7 +216,7 @@ def test_sigterm_lets_idle_raw_clients_go_at_once(model):
         idle.close()
 
 
-@pytest.mark.parametrize("model", [m for m in ALL_MODELS if m != "sequential"])
+@pytest.mark.parametrize("model", PARALLEL_MODELS)
 def test_idle_connection_times_out(model):
     """A client that connects and says nothing is closed after --idle-timeout."""
     with running("echo", "--model", model, "--port", "0", "--idle-timeout", "0.5", "--quiet") as server, \
@@ -258,7 +258,7 @@ def test_client_that_never_reads_does_not_stall_others(model):
 def test_connection_limit_answers_busy(model):
     """Past --max-connections a client is told the server is busy, and is not left hanging."""
     # prefork: the limit is per worker (as nginx's worker_connections), so one worker makes it exact.
-    extra = {"pool": ["--workers", "2"], "prefork": ["--workers", "1"]}.get(model, [])
+    extra = worker_options(model, threads=2)
     with running("echo", "--model", model, "--port", "0", "--max-connections", "2", "--quiet", *extra) as server:
         holders = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
         for holder in holders:

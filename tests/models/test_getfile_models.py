@@ -17,7 +17,7 @@ import pytest
 import xxhash
 
 from sockkit.protocols.getfile import FileHeader, Get, List, Put, Tree, format_request, parse_answer, parse_header
-from tests.conftest import PARALLEL_MODELS, running, sockkit_command
+from tests.conftest import PARALLEL_MODELS, running, sockkit_command, worker_options
 
 BIG_SIZE = 32 << 20  # large enough that a client that never reads leaves the server stuck mid-send
 SIZES = {"zero": 0, "one": 1, "k-1": 1023, "k": 1024, "k+1": 1025, "three-megs": 3 << 20}
@@ -242,7 +242,7 @@ def test_twenty_concurrent_clients(model, served):
             results.append(c.exact(c.send(get("three-megs")).header().size) == data)
 
     # The pool model queues at most 4 clients per worker and tells the rest "busy" by design.
-    workers = ("--workers", "20") if model == "pool" else ()
+    workers = worker_options(model, threads=20, processes=2)
     with serve(model, served, "--quiet", *workers) as server:
         threads = [threading.Thread(target=fetch, args=(server.port,)) for _ in range(20)]
         for t in threads:

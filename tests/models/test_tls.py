@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from sockkit.catalog import MODELS, MODELS_WITHOUT_TLS
+from sockkit.catalog import MODELS, models_where
 from sockkit.testing import running, sockkit_command
-from tests.conftest import read_line
+from tests.conftest import read_line, worker_options
 
-TLS_MODELS = [name for name in MODELS if name not in MODELS_WITHOUT_TLS]
+TLS_MODELS = models_where(tls=True)
 
 
 def client_context(cert) -> ssl.SSLContext:
@@ -48,7 +48,7 @@ def test_untrusted_certificate_is_refused_by_a_verifying_client(certificate):
         ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
 
 
-@pytest.mark.parametrize("model", sorted(MODELS_WITHOUT_TLS))
+@pytest.mark.parametrize("model", models_where(tls=False))
 def test_models_without_tls_refuse_clearly(model, certificate):
     cert, key = certificate
     done = subprocess.run(sockkit_command("serve", "echo", "--model", model, "--port", "0", "--tls-cert", str(cert),
@@ -111,7 +111,7 @@ def test_stop_closes_idle_tls_clients_without_waiting_for_the_deadline(model, ce
 
 #: Models that refuse clients over --max-connections (sequential has none) inside a TLS session;
 #: the fork models refuse in plain text, so that no thread exists in a process that forks.
-REFUSE_OVER_TLS = [name for name in TLS_MODELS if name not in ("sequential", "fork", "fork-signal")]
+REFUSE_OVER_TLS = [name for name in TLS_MODELS if MODELS[name].concurrent and not MODELS[name].fork_per_client]
 
 
 @pytest.mark.parametrize("model", REFUSE_OVER_TLS)
@@ -119,7 +119,7 @@ def test_busy_answer_travels_inside_tls(model, certificate):
     """Past --max-connections, any TLS client (here the standard library's, not sockkit's) completes
     its handshake and reads the busy line, instead of seeing a handshake fail on plain text."""
     cert, key = certificate
-    one_worker = ["--workers", "1"] if model == "prefork" else []
+    one_worker = worker_options(model, threads=1)
     with running("echo", "--model", model, "--port", "0", "--quiet", "--tls-cert", str(cert), "--tls-key",
                  str(key), "--max-connections", "1", *one_worker) as server, \
             socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Models that cannot take a scenario, and why (shown in the table notes).
+from sockkit.catalog import MODELS
+
+#: Models that cannot take a scenario, and why (shown in the table notes), found by their traits.
 SEQUENTIAL_WHY = "serves one client at a time: the other connections would only time out"
 FORK_IDLE_WHY = "a process per idle client: not attempted at this count"
+POOL_IDLE_WHY = "a worker stays with its client until it leaves: idle clients hold every worker"
+ONE_AT_A_TIME = tuple((name, SEQUENTIAL_WHY) for name, model in MODELS.items() if not model.concurrent)
+WORKER_PER_CLIENT = tuple((name, POOL_IDLE_WHY) for name, model in MODELS.items() if model.workers == "threads")
+FORK_PER_CLIENT = tuple(name for name, model in MODELS.items() if model.fork_per_client)
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,7 @@ class Scenario:
     #: The headline: repeated --runs times (median reported); the others run --other-runs times.
     headline: bool = False
     #: Targets that sit this one out, with the reason.
-    skip: tuple[tuple[str, str], ...] = (("sequential", SEQUENTIAL_WHY),)
+    skip: tuple[tuple[str, str], ...] = ONE_AT_A_TIME
     peers: bool = True
 
     def skipped(self, target: str) -> str | None:
@@ -30,8 +36,7 @@ class Scenario:
 
 
 NO_PEERS_WHY = "the peers are bare echoes without --delay"
-IDLE_SKIP = (("sequential", SEQUENTIAL_WHY),
-             ("pool", "a worker stays with its client until it leaves: idle clients hold every worker"),
+IDLE_SKIP = (*ONE_AT_A_TIME, *WORKER_PER_CLIENT,
              ("socketserver", "ThreadingTCPServer, the same as the thread model and its peer"),
              ("threading-tcpserver-1cpu", "shown for the active-connection scenarios only"))
 
@@ -44,7 +49,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("idle1k", "1,000 idle + 10 active connections", idle=1000,
              skip=(*IDLE_SKIP, ("fork-signal", "same as fork"))),
     Scenario("idle10k", "10,000 idle + 10 active connections", idle=10_000,
-             skip=(*IDLE_SKIP, ("fork", FORK_IDLE_WHY), ("fork-signal", FORK_IDLE_WHY),
+             skip=(*IDLE_SKIP, *((name, FORK_IDLE_WHY) for name in FORK_PER_CLIENT),
                    ("asyncio-streams", "a coroutine per connection: covered by bare-asyncio"))),
     Scenario("churn", "a new connection per request, 10 at a time", churn=True),
 ]}

@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 
 from sockkit.bench.scenarios import SCENARIOS
-from sockkit.bench.targets import MODEL_PEERS
+from sockkit.catalog import MODELS
 
 MALLOC_NOTE = ("Python peers run with `MALLOC_MMAP_THRESHOLD_=1048576 MALLOC_TRIM_THRESHOLD_=4194304`, the glibc "
                "tuning sockkit's servers apply to themselves (without it, 256 KiB receive buffers are mmap'ed and "
@@ -53,7 +53,8 @@ def summarize(records: list[dict]) -> dict[str, list[dict]]:
         by_name = {r["target"]: r for r in scenario_rows}
         node = by_name.get("node-net", {}).get("rps")
         for row in scenario_rows:
-            peer = MODEL_PEERS.get(row["target"]) if row["kind"] == "model" else None
+            model = MODELS.get(row["target"]) if row["kind"] == "model" else None
+            peer = model.bench_peer if model is not None else None
             peer_rps = by_name.get(peer, {}).get("rps") if peer else None
             row["peer"] = peer if peer_rps else None
             row["vs_peer"] = row["rps"] / peer_rps if row["rps"] and peer_rps else None

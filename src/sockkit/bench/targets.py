@@ -39,24 +39,9 @@ class Target:
                 args += ["--delay", f"{delay:g}"]
             if max_connections:
                 args += ["--max-connections", str(max_connections)]
-            if workers and self.name == "pool":
+            if workers and catalog.MODELS[self.name].workers == "threads":
                 args += ["--workers", str(workers)]
         return args
-
-
-#: Which peer each model is measured against (the issue's targets).
-MODEL_PEERS = {
-    "uvloop": "bare-uvloop",
-    "asyncio": "bare-asyncio",
-    "prefork": "bare-uvloop",
-    "select": "bare-selectors",
-    "thread": "threading-tcpserver",
-    "pool": "threading-tcpserver",
-    "socketserver": "threading-tcpserver",
-    "fork": "threading-tcpserver",
-    "fork-signal": "threading-tcpserver",
-    "sequential": "threading-tcpserver",
-}
 
 
 def peers_dir() -> Path | None:
@@ -69,8 +54,8 @@ def peers_dir() -> Path | None:
 
 def model_targets() -> list[Target]:
     return [Target(name, "model", (sys.executable, "-m", "sockkit", "serve", "echo", "--raw", "--quiet",
-                                   "--model", name), peer=MODEL_PEERS.get(name, ""), delay=True)
-            for name in catalog.MODELS]
+                                   "--model", name), peer=model.bench_peer, delay=True)
+            for name, model in catalog.MODELS.items()]
 
 
 def peer_targets() -> list[Target]:

@@ -36,7 +36,7 @@ def register(subparsers) -> None:
 
 
 def _models_epilog() -> str:
-    return "models:\n" + "\n".join(f"  {name:<13} {text}" for name, text in catalog.MODEL_SUMMARIES.items())
+    return "models:\n" + "\n".join(f"  {name:<13} {model.summary}" for name, model in catalog.MODELS.items())
 
 
 def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceSpec) -> None:
@@ -77,14 +77,14 @@ def _cpus(text: str) -> str | frozenset[int]:
         raise argparse.ArgumentTypeError(str(exc)) from None  # argparse names the option
 
 
-def tls_context(args: argparse.Namespace, model: str) -> ssl.SSLContext | None:
+def tls_context(args: argparse.Namespace, model: catalog.Model) -> ssl.SSLContext | None:
     """The server's TLS context, or None; ValueError says what is wrong with the options."""
     if not (args.tls_cert or args.tls_key):
         return None
     if not (args.tls_cert and args.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
-    if model in catalog.MODELS_WITHOUT_TLS:
-        raise ValueError(f"the {model} model does not do TLS; use thread, pool, fork, asyncio, uvloop or prefork")
+    if not model.tls:
+        raise ValueError(f"the {model.name} model does not do TLS; use {_or(catalog.models_where(tls=True))}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -94,12 +94,16 @@ def tls_context(args: argparse.Namespace, model: str) -> ssl.SSLContext | None:
     return context
 
 
+def _or(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
 def run(args: argparse.Namespace) -> int:
     spec: catalog.ServiceSpec = args.spec
-    model = args.model or spec.default_model or catalog.fastest_model()
+    model = catalog.MODELS[args.model or spec.default_model or catalog.fastest_model()].configured(fork=args.fork)
     try:
         tls = tls_context(args, model)
-        cpus = affinity.choose(args.cpus, model, tls=tls is not None, fork=args.fork)
+        cpus = affinity.choose(args.cpus, model, tls=tls is not None)
         service = spec.build(args)
     except (ValueError, OSError) as exc:
         print(f"sockkit: {exc}", file=sys.stderr)
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers:
         limits.workers = args.workers
     try:
-        listeners = open_listeners(args.host, ports, reuse_port=(model == "prefork"))
+        listeners = open_listeners(args.host, ports, reuse_port=model.reuse_port)
     except BindError as exc:
         print(f"sockkit: {exc.strerror}", file=sys.stderr)
         return 1
@@ -128,15 +132,14 @@ def run(args: argparse.Namespace) -> int:
     if cpus is not None:
         affinity.pin(cpus)
         why = "" if isinstance(args.cpus, frozenset) else \
-            f" (the {model} model's threads share one GIL; --cpus all spreads them)"
+            f" (the {model.name} model's threads share one GIL; --cpus all spreads them)"
         print(f"sockkit: running on CPU {affinity.describe(cpus)}{why}", file=sys.stderr, flush=True)
     stop = StopSignal().install()
     log = Log(quiet=args.quiet)
     for listener in listeners:
-        print(f"sockkit {spec.name} server ({model}) listening on {address_text(listener)}", flush=True)
-    serve = catalog.load(catalog.MODELS[model])
+        print(f"sockkit {spec.name} server ({model.name}) listening on {address_text(listener)}", flush=True)
     try:
-        serve(Server(service, listeners, limits, log, stop))
+        model.run(Server(service, listeners, limits, log, stop))
     finally:
         stop.close()
     return 0

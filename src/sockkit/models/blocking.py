@@ -15,6 +15,7 @@ import struct
 import threading
 import time
 
+from sockkit.lifecycle import StopSignal
 from sockkit.models.settings import RECV_SIZE, Limits
 from sockkit.services.actions import Close, Connection, Reply, Send, SendFile, Wait, as_actions
 
@@ -53,6 +54,17 @@ class Tracker:
         self.hurry.set()
         for sock in list(self.live):
             _shutdown(sock, socket.SHUT_RDWR)
+
+    def follow(self, stop: StopSignal) -> None:
+        """The first SIGTERM/SIGINT stops taking requests, a second cuts every connection."""
+        stop.on_signal(lambda count: self.stop() if count == 1 else self.cut())
+
+    def drain(self, seconds: float, hurry=lambda: False) -> None:
+        """After accepting stops: let in-flight clients finish for ``seconds``, then cut the rest."""
+        self.stop()
+        if not self.wait_empty(seconds, hurry):
+            self.cut()
+            self.wait_empty(1.0)
 
     def wait_empty(self, seconds: float, hurry=lambda: False) -> bool:
         deadline = time.monotonic() + seconds

@@ -19,6 +19,7 @@ import os
 import signal
 from collections import deque
 
+from sockkit.catalog import uvloop_installed
 from sockkit.lifecycle import peer_of
 from sockkit.models.accept import AcceptThrottle
 from sockkit.models.settings import HIGH_WATER, Server
@@ -421,8 +422,13 @@ def _quiet_accept_errors(server: Server):
     return handle
 
 
-def run(server: Server, use_uvloop: bool) -> None:
-    if use_uvloop:
+def serve(server: Server, *, loop: str = "asyncio") -> None:
+    """Serve on asyncio's own loop (``loop="asyncio"``) or uvloop's (``"uvloop"``; asyncio's, with a
+    log line, where uvloop is not installed)."""
+    if loop == "uvloop" and not uvloop_installed():
+        server.log.error("uvloop is not installed; running on asyncio's own loop")
+        loop = "asyncio"
+    if loop == "uvloop":
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -430,25 +436,3 @@ def run(server: Server, use_uvloop: bool) -> None:
     else:
         with asyncio.Runner() as runner:
             runner.run(serve_async(server))
-
-
-def serve_asyncio(server: Server) -> None:
-    run(server, use_uvloop=False)
-
-
-def serve_uvloop(server: Server) -> None:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        server.log.error("uvloop is not installed; running on asyncio's own loop")
-        run(server, use_uvloop=False)
-        return
-    run(server, use_uvloop=True)
-
-
-def uvloop_available() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True

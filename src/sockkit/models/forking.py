@@ -74,7 +74,7 @@ def _child(server: Server, sock, peer) -> None:
         tracker = Tracker()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         stop = StopSignal().install()
-        stop.on_signal(lambda count: tracker.stop() if count == 1 else tracker.cut())
+        tracker.follow(stop)
         serve_connection(sock, server.service.connect(peer), server.limits, tracker)
     except BaseException:
         status = 1
@@ -84,9 +84,11 @@ def _child(server: Server, sock, peer) -> None:
         os._exit(status)
 
 
-def _serve(server: Server, auto_reaped: bool) -> None:
-    children = Children(auto_reaped)
-    if auto_reaped:
+def serve(server: Server, *, auto_reap: bool = False) -> None:
+    """``fork`` (dead children reaped with waitpid) or, with ``auto_reap``, ``fork-signal``
+    (SIGCHLD = SIG_IGN: the kernel reaps them)."""
+    children = Children(auto_reap)
+    if auto_reap:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     else:
         # A child's exit pokes the wake-up descriptor, so zombies are reaped at once.
@@ -114,10 +116,3 @@ def _serve(server: Server, auto_reaped: bool) -> None:
         children.signal_all(signal.SIGKILL)
         children.wait_all(2.0)
 
-
-def serve_fork(server: Server) -> None:
-    _serve(server, auto_reaped=False)
-
-
-def serve_fork_signal(server: Server) -> None:
-    _serve(server, auto_reaped=True)

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 
+from sockkit.catalog import uvloop_installed
 from sockkit.lifecycle import StopSignal
 from sockkit.models import event_loop
 from sockkit.models.forking import Children
@@ -41,10 +42,7 @@ def _worker(server: Server, index: int) -> None:
         # --max-connections applies per worker, as nginx's worker_connections does: the kernel
         # spreads clients unevenly, so a split limit would turn clients away while a worker idles.
         worker = Server(server.service, listeners, server.limits, server.log, StopSignal())
-        if event_loop.uvloop_available():
-            event_loop.run(worker, use_uvloop=True)
-        else:
-            event_loop.run(worker, use_uvloop=False)
+        event_loop.serve(worker, loop="uvloop" if uvloop_installed() else "asyncio")
     except BaseException as exc:
         if not isinstance(exc, SystemExit | KeyboardInterrupt):
             server.log.error(f"worker {index} failed: {exc!r}")

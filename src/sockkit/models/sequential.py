@@ -9,7 +9,7 @@ from sockkit.models.settings import Server
 
 def serve(server: Server) -> None:
     tracker = Tracker()
-    server.stop.on_signal(lambda count: tracker.stop() if count == 1 else tracker.cut())
+    tracker.follow(server.stop)
 
     def on_client(sock, peer):
         server.log.connected(peer)

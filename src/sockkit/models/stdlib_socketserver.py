@@ -75,7 +75,7 @@ def _server_class(fork: bool, server: Server, tracker: Tracker):
 
 def serve(server: Server) -> None:
     tracker = Tracker()
-    server.stop.on_signal(lambda count: tracker.stop() if count == 1 else tracker.cut())
+    tracker.follow(server.stop)
     limits = server.limits
 
     class Handler(socketserver.BaseRequestHandler):
@@ -102,9 +102,8 @@ def serve(server: Server) -> None:
     tracker.stop()
     if limits.fork:
         _drain_children(servers, server)
-    elif not tracker.wait_empty(limits.drain_seconds, lambda: server.stop.hurry):
-        tracker.cut()
-        tracker.wait_empty(1.0)
+    else:
+        tracker.drain(limits.drain_seconds, lambda: server.stop.hurry)
     for srv in servers:
         srv.server_close()
 
