@@ -57,10 +57,10 @@ class Tree:
 
 
 @contextlib.contextmanager
-def getfile_server(model: str, root: Path, *extra: str):
+def getfile_server(model: str, root: Path, *extra: str, wrap: tuple[str, ...] = ()):
     with running("getfile", "--model", model, "--port", "0", "--quiet", "--root", str(root), *extra,
                  "--request-timeout", "2", "--workers",
-                 "4" if model in WORKER_THREADS else str(PREFORK_WORKERS)) as server:
+                 "4" if model in WORKER_THREADS else str(PREFORK_WORKERS), wrap=wrap) as server:
         if model in WORKER_PROCESSES:
             wait_for_workers(server, PREFORK_WORKERS, hello=b"LIST1 .\n")
         yield server

@@ -14,9 +14,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from sockkit.services.getfile.root import is_reserved
 
 LISTENING = re.compile(r"listening on \[?([^\]\s]*?)\]?:(\d+)\s*$")
 
@@ -129,10 +131,15 @@ class RunningServer:
         self.proc.wait()
 
 
-def start_server(*args: str, timeout: float = 20.0, env: dict | None = None) -> RunningServer:
-    """``sockkit serve ARGS`` started and ready; its listening addresses parsed from stdout."""
-    proc = subprocess.Popen(sockkit_command("serve", *args), stdout=subprocess.PIPE, stderr=None, text=True,
-                            bufsize=1, env=env)
+def start_server(*args: str, timeout: float = 20.0, env: dict | None = None,
+                 wrap: tuple[str, ...] = ()) -> RunningServer:
+    """``sockkit serve ARGS`` started and ready; its listening addresses parsed from stdout.
+
+    ``wrap``: a command that runs the server in some changed setting and then ``exec``s it (so the
+    server keeps the pid it was started with), e.g. ``unshare`` with a shell that unmounts /proc.
+    """
+    proc = subprocess.Popen([*wrap, *sockkit_command("serve", *args)], stdout=subprocess.PIPE, stderr=None,
+                            text=True, bufsize=1, env=env)
     ports: list[int] = []
     host = "127.0.0.1"
     wanted = max(1, sum(1 for a in args if a == "--port"))
@@ -192,3 +199,17 @@ def open_fds(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return 0
+
+
+def held_uploads(root: str | Path, pids: Iterable[int]) -> list[str]:
+    """The files uploads hold under ``root``: names reserved for uploads on disk, and unnamed
+    (``O_TMPFILE``) files one of ``pids`` has open there (/proc shows ``DIR/#INODE (deleted)``)."""
+    held = [name for _, _, names in os.walk(root) for name in names if is_reserved(name)]
+    for pid in pids:
+        with suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith(f"{root}/") and target.endswith(" (deleted)"):
+                        held.append(target)
+    return held

@@ -17,6 +17,7 @@ import pytest
 import xxhash
 
 from sockkit.protocols.getfile import FileHeader, Get, List, Put, Tree, format_request, parse_answer, parse_header
+from sockkit.testing import descendants, held_uploads
 from tests.conftest import PARALLEL_MODELS, running, sockkit_command, worker_options
 
 BIG_SIZE = 32 << 20  # large enough that a client that never reads leaves the server stuck mid-send
@@ -289,8 +290,9 @@ def test_directory_swapped_for_a_symlink_never_leaks(model, tmp_path):
         assert set(answers) <= {b"inside\n"}
 
 
-def temp_files(root: Path) -> list[str]:
-    return [n for _, _, names in os.walk(root) for n in names if n.startswith(".sockkit-put-")]
+def temp_files(root: Path, server) -> list[str]:
+    """What uploads hold under ``root``: a reserved name, or an unnamed file the server has open."""
+    return held_uploads(root, [server.pid, *descendants(server.pid)])
 
 
 def test_upload(model, tmp_path):
@@ -319,14 +321,14 @@ def test_upload(model, tmp_path):
             assert c.line() == b"OK1 0\n"
             c.send(data[:50_000])
             for _ in range(200):
-                if temp_files(root):
+                if temp_files(root, server):
                     break
                 time.sleep(0.02)
         for _ in range(250):  # the server sees the end of stream and removes the temporary file
-            if not temp_files(root):
+            if not temp_files(root, server):
                 break
             time.sleep(0.02)
-        assert temp_files(root) == [] and not (root / "half.bin").exists()
+        assert temp_files(root, server) == [] and not (root / "half.bin").exists()
 
 
 def test_token(model, served):

@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 
 from sockkit.protocols.getfile import MAX_LINE, Get, List, Put, format_request
 from sockkit.services.actions import Peer, SendFile
-from sockkit.services.getfile import GetfileService, ServedRoot, listing
+from sockkit.services.getfile import GetfileService, ServedRoot, listing, upload
 from sockkit.services.getfile.connection import INLINE_BODY
 from sockkit.services.getfile.digest import DigestCache, hash_descriptor
+from sockkit.services.getfile.root import RESERVED_PREFIX, is_reserved
 from sockkit.services.getfile.slots import LocalSlots, SharedSlots, make_slots
 from sockkit.services.getfile.transfers import MAX_QUEUED_FILES
-from sockkit.services.getfile.upload import TEMP_PREFIX
+from sockkit.testing import held_uploads
 from sockkit.writeback import WRITEBACK_BYTES
 from tests.services.getfile_wire import Wire
 
@@ -301,7 +302,19 @@ def put(path: str, data: bytes, overwrite: bool = False, digest: str | None = No
 
 
 def temp_files(root) -> list[str]:
-    return [name for _, _, names in os.walk(root) for name in names if name.startswith(TEMP_PREFIX)]
+    """Files uploads hold under ``root``: reserved names, or unnamed files this process has open."""
+    return held_uploads(root, [os.getpid()])
+
+
+@pytest.fixture(params=["unnamed", "reserved-name"])
+def strategy(request, monkeypatch):
+    """Uploads both ways: an unnamed O_TMPFILE file, and the fallback for filesystems (or
+    processes without /proc) where there is none, a file under a reserved name."""
+    if request.param == "reserved-name":
+        monkeypatch.setattr(upload, "unnamed_files_possible", lambda: False)
+    elif not upload.unnamed_files_possible():
+        pytest.skip("no O_TMPFILE or no /proc here")
+    return request.param
 
 
 def test_put_refused_without_allow_upload(tree):
@@ -311,7 +324,7 @@ def test_put_refused_without_allow_upload(tree):
 
 
 @pytest.mark.parametrize("size", [0, 1, 1023, 1024, 1025, 300_000, 2 * WRITEBACK_BYTES + 5])
-def test_put_stores_a_verified_file(tree, size):
+def test_put_stores_a_verified_file(tree, strategy, size):
     data = os.urandom(size)
     w = wire(tree, allow_upload=True).send(put("sub/new.bin", data) + get("hello.txt"))
     assert w.take_line() == b"OK1 0\n"
@@ -331,7 +344,7 @@ def test_put_body_in_pieces(tree):
     assert (tree / "pieces").read_bytes() == data
 
 
-def test_put_never_overwrites_without_the_flag(tree):
+def test_put_never_overwrites_without_the_flag(tree, strategy):
     # The client waits for OK1 0 before sending the body; here it never comes.
     w = wire(tree, allow_upload=True).send(format_request(Put("hello.txt", 3, digest_of(b"new"))))
     assert w.take_error()[0] == "exists"
@@ -341,7 +354,7 @@ def test_put_never_overwrites_without_the_flag(tree):
     assert (tree / "hello.txt").read_bytes() == b"new"
 
 
-def test_put_with_wrong_digest_stores_nothing(tree):
+def test_put_with_wrong_digest_stores_nothing(tree, strategy):
     w = wire(tree, allow_upload=True).send(put("bad.bin", b"payload", digest=digest_of(b"other")))
     assert w.take_line() == b"OK1 0\n"
     assert w.take_error()[0] == "corrupt"
@@ -349,7 +362,7 @@ def test_put_with_wrong_digest_stores_nothing(tree):
     assert not w.closed
 
 
-def test_disconnect_mid_upload_leaves_no_temp_file(tree):
+def test_disconnect_mid_upload_leaves_no_temp_file(tree, strategy):
     service, _ = service_for(tree, allow_upload=True)
     conn = service.connect(PEER)
     w = Wire(conn).send(put("half.bin", os.urandom(10_000))[:-5000])
@@ -359,7 +372,7 @@ def test_disconnect_mid_upload_leaves_no_temp_file(tree):
     assert temp_files(tree) == [] and not (tree / "half.bin").exists()
 
 
-def test_close_mid_upload_leaves_no_temp_file(tree):
+def test_close_mid_upload_leaves_no_temp_file(tree, strategy):
     service, _ = service_for(tree, allow_upload=True)
     conn = service.connect(PEER)
     Wire(conn).send(put("half.bin", os.urandom(10_000))[:-5000])
@@ -379,6 +392,81 @@ def test_put_through_symlinked_dir_outside_is_refused(tree, tmp_path):
     w = wire(tree, allow_upload=True).send(format_request(Put("out/planted", 1, digest_of(b"x"))))
     assert w.take_error()[0] == "outside-root"
     assert not (tmp_path / "planted").exists()
+
+
+def test_upload_in_progress_is_invisible_and_unreachable(tree, strategy):
+    """While A uploads, B can neither see A's file (LIST1, TREE1) nor reach it by any name (GET1,
+    PUT1 with overwrite, LIST1, TREE1, the chapter's bare path), and what lands under A's name is
+    exactly A's bytes (issue 16: B used to replace A's temporary file and A was told OK)."""
+    service, _ = service_for(tree, allow_upload=True)
+    data = os.urandom(100_000)
+    owner = Wire(service.connect(PEER)).send(put("sub/a.bin", data)[:-50_000])
+    assert owner.take_line() == b"OK1 0\n"
+    on_disk = sorted(os.listdir(tree / "sub"))
+    names = [name for name in on_disk if name != "deep.txt"]
+    assert len(names) == (strategy == "reserved-name")  # unnamed: nothing at all in the directory
+    spy = Wire(service.connect(PEER)).send(b"LIST1 sub\n" + b"TREE1 .\n")
+    listed = spy.out.decode()
+    assert "deep.txt" in listed and RESERVED_PREFIX not in listed and "a.bin" not in listed
+    for name in names or [f"{RESERVED_PREFIX}0123456789abcdef.tmp"]:
+        for request in (get(f"sub/{name}"), b"LIST1 sub/" + name.encode() + b"\n",
+                        b"TREE1 sub/" + name.encode() + b"\n"):
+            assert wire(tree, allow_upload=True).send(request).take_error()[0] == "not-found"
+        thief = wire(tree, allow_upload=True).send(put(f"sub/{name}", b"B's bytes", overwrite=True))
+        assert thief.take_error()[0] == "not-found"
+        legacy = wire(tree).send(f"sub/{name}\n".encode())
+        assert legacy.closed and not legacy.out
+    assert sorted(os.listdir(tree / "sub")) == on_disk  # nothing was written beside it either
+    owner.send(data[-50_000:])
+    assert owner.take_line() == b"OK1 100000\n"
+    assert (tree / "sub" / "a.bin").read_bytes() == data
+    assert temp_files(tree) == []
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_unnamed_upload_gets_its_only_name_at_the_end(tree, overwrite):
+    """With O_TMPFILE the body has no name until it is linked into place: the directory holds
+    nothing new mid-upload, and after it the final name and nothing else."""
+    if not upload.unnamed_files_possible():
+        pytest.skip("no O_TMPFILE or no /proc here")
+    service, _ = service_for(tree, allow_upload=True)
+    data = os.urandom(3000)
+    target = "hello.txt" if overwrite else "fresh.txt"
+    before = sorted(os.listdir(tree))
+    w = Wire(service.connect(PEER)).send(put(target, data, overwrite=overwrite)[:-1000])
+    assert sorted(os.listdir(tree)) == before and len(temp_files(tree)) == 1
+    w.send(data[-1000:])
+    assert w.take_line() == b"OK1 0\n" and w.take_line() == b"OK1 3000\n"
+    assert sorted(os.listdir(tree)) == sorted({*before, target})
+    assert (tree / target).read_bytes() == data and temp_files(tree) == []
+
+
+def test_reserved_names_are_unreachable_even_through_a_symlink(tree):
+    """A reserved name on disk (a fallback upload in progress, or one a killed server left) is
+    never listed, opened or walked through, even by a link whose target names it."""
+    (tree / f"{RESERVED_PREFIX}left.tmp").write_bytes(b"half an upload")
+    (tree / f"{RESERVED_PREFIX}dir").mkdir()
+    (tree / "alias").symlink_to(f"{RESERVED_PREFIX}left.tmp")
+    (tree / "alias-dir").symlink_to(f"{RESERVED_PREFIX}dir")
+    w = wire(tree).send(b"LIST1 .\n" + b"TREE1 .\n" + get("alias") + b"LIST1 alias-dir\n")
+    listing = w.take_line()
+    assert listing == b"OK1 5\n"  # the five ordinary entries; no reserved name, no link to one
+    listings, _, refusals = bytes(w.out).partition(b"ERR1")
+    assert RESERVED_PREFIX.encode() not in listings and b"alias" not in listings
+    assert (b"ERR1" + refusals).count(b"ERR1 not-found") == 2
+
+
+def test_upload_without_a_digest_checks_the_size(tree):
+    """A transport that carries no digest (digest None) still never stores a short body."""
+    short = upload.Upload(ServedRoot(str(tree)), Put("short.bin", 10, None))
+    short.feed(memoryview(b"12345"))
+    with pytest.raises(upload.Refused) as refused:
+        short.complete()
+    assert refused.value.code == "corrupt" and not (tree / "short.bin").exists()
+    whole = upload.Upload(ServedRoot(str(tree)), Put("whole.bin", 5, None))
+    whole.feed(memoryview(b"12345"))
+    whole.complete()
+    assert (tree / "whole.bin").read_bytes() == b"12345" and temp_files(tree) == []
 
 
 # -- AUTH1 ---------------------------------------------------------------------------------------
@@ -601,7 +689,7 @@ def test_random_streams_in_random_pieces(tree, lines, cuts):
     assert b"TOP SECRET" not in w.out
     assert temp_files(tree) == []
     for name in os.listdir(tree):  # uploads only ever land inside the root
-        assert not name.startswith(TEMP_PREFIX)
+        assert not is_reserved(name)
 
 
 def test_bare_list_verb_lists_the_root(tree):

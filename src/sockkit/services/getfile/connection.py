@@ -305,9 +305,12 @@ class GetfileConnection:
 
     def _complete_upload(self, actions: list[Action]) -> None:
         upload, self.upload = self.upload, None
-        answer = upload.finish()
-        if answer.startswith(b"ERR1"):
-            self._log(f"refused PUT1 {upload.shown!r}: {answer[5:].decode(errors='replace').strip()}")
+        try:
+            upload.complete()
+            answer = format_count(upload.size)
+        except Refused as refused:
+            self._log(f"refused PUT1 {upload.shown!r}: {refused.code.value}: {refused.message}")
+            answer = format_error(refused.code, refused.message)
         self.transfers.end()
         actions.append(Send(answer))
 

@@ -2,8 +2,9 @@
 
 Rules: only regular files and directories are shown (symlinks as what they resolve to, and only
 when that stays inside the root); names that are not valid UTF-8 are left out, since no request
-could name them; a listing is bounded in entries, bytes and depth, and a directory past a bound
-is refused rather than silently cut short (a client must never believe a partial tree complete).
+could name them, and so are the names reserved for uploads in progress (root.is_reserved); a
+listing is bounded in entries, bytes and depth, and a directory past a bound is refused rather
+than silently cut short (a client must never believe a partial tree complete).
 TREE1 does not descend into symlinked directories, so a link cycle cannot make it loop.
 """
 
@@ -14,7 +15,7 @@ import os
 import stat
 
 from sockkit.protocols.getfile import Entry, ErrorCode, format_count, format_entry
-from sockkit.services.getfile.root import Refused, Walk
+from sockkit.services.getfile.root import Refused, Walk, is_reserved
 
 #: Most entries in one answer: a tree this large is better fetched a subdirectory at a time.
 MAX_ENTRIES = 100_000
@@ -26,7 +27,10 @@ EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 MAX_DEPTH = 64
 
 
-def _valid_name(name: str) -> bool:
+def _shown(name: str) -> bool:
+    """Whether a listing may show ``name``: valid UTF-8 and not an upload's."""
+    if is_reserved(name):
+        return False
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:  # surrogate-escaped bytes: not UTF-8 on disk
@@ -72,7 +76,7 @@ def _kind_of(walk: Walk, entry: os.DirEntry) -> tuple[str, os.stat_result] | Non
 
 def _entries(walk: Walk) -> list[os.DirEntry]:
     with os.scandir(walk.here) as found:
-        return sorted((e for e in found if _valid_name(e.name)), key=lambda e: e.name)
+        return sorted((e for e in found if _shown(e.name)), key=lambda e: e.name)
 
 
 def list_directory(walk: Walk, what: str) -> bytes:

@@ -13,6 +13,12 @@ begins with the root's own absolute path (taken once at start-up), which is then
 root descriptor like any other path. Anything else -- ``/etc/passwd``, ``../..``, ``/dev/zero`` --
 is ``outside-root``. Even a stale start-up path cannot lead outside: the walk after it still
 starts from the root descriptor.
+
+Reserved names: a name beginning ``RESERVED_PREFIX`` belongs to an upload in progress (the name
+an upload's file holds for the instant between being linked and renamed into place, or for its
+whole life where the filesystem cannot create unnamed files). No request can name one: a client
+path holding one is ``not-found``, a symlink target walking through one is ``not-found``, and
+listings leave them out -- so no client can see, read, replace or write into another's upload.
 """
 
 from __future__ import annotations
@@ -31,6 +37,18 @@ MAX_SYMLINKS = 40
 _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 #: Longest single name on Linux filesystems (NAME_MAX).
 NAME_MAX = 255
+#: Names the server keeps for uploads in progress; no request can reach them (module header).
+RESERVED_PREFIX = ".sockkit-put-"
+
+
+def is_reserved(name: str) -> bool:
+    """True for a name that belongs to an upload in progress (see the module header)."""
+    return name.startswith(RESERVED_PREFIX)
+
+
+def _unknown(shown: str) -> Refused:
+    # Exactly what a missing file gets: a client learns nothing about uploads in progress.
+    return Refused(ErrorCode.NOT_FOUND, f"no such file: {shown}")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
@@ -61,6 +79,8 @@ def split_request_path(path: str) -> list[str]:
     for part in parts:
         if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
             raise Refused(ErrorCode.NOT_FOUND, f"a name is longer than {NAME_MAX} bytes")
+        if is_reserved(part):
+            raise _unknown(path)
     return parts
 
 
@@ -186,6 +206,8 @@ class Walk:
                 if part == "..":
                     twin._up()
                     continue
+                if is_reserved(part):
+                    return None
                 info = os.stat(part, dir_fd=twin.here, follow_symlinks=False)
                 if stat.S_ISLNK(info.st_mode):
                     twin._follow(part, todo)
@@ -223,6 +245,8 @@ class Walk:
         if name == "..":
             self._up()
             return None
+        if is_reserved(name):  # reached through a symlink: client paths were checked already
+            raise _unknown(self.shown)
         if not todo and not want_dir:
             return self._open_final(name, todo)
         try:

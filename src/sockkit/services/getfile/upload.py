@@ -1,29 +1,60 @@
-"""PUT1: one upload, from the request line to the file under its final name.
+"""One upload, from its checked target to the file under its final name: THE place for upload rules.
 
-Rule: the final name only ever holds a complete, verified, fsynced file. The body goes to a
-temporary file created ``O_EXCL|O_NOFOLLOW`` beside the target (through the parent's directory
-descriptor, so it cannot land outside the root); only when SIZE bytes arrived, their digest
-matches and ``fsync`` succeeded is it linked (no overwrite: ``link`` fails atomically if the name
-exists) or renamed (overwrite) into place, then the directory is fsynced. Any failure, and any
-disconnect, removes the temporary file. A server killed with SIGKILL mid-upload leaves a
-``.sockkit-put-*.tmp`` file behind, never a partial file under the final name.
+Every way into the server that stores a file (``PUT1`` today; an HTTP upload path must drive this
+same class, never a copy of it) goes through ``Upload``: construct it (checks the target, takes
+no space yet, raises ``Refused``), ``feed`` it the body, then ``complete`` (raises ``Refused``) or
+``abort``. The transfer slot and the wire answers stay with the caller.
+
+Rules:
+- The final name only ever holds a complete, verified, fsynced file, and exactly the bytes this
+  upload's own hash verified. Only this upload's descriptor ever writes its file: no other client
+  can see it, read it, replace it or write into it (issue 16: a client that listed another's
+  temporary name and uploaded over it got its bytes put in place under the owner's verified OK).
+- So the body goes to an *unnamed* file (``O_TMPFILE`` in the target's directory, opened through
+  the parent's directory descriptor, so it cannot land outside the root). At the end it is linked
+  into place with ``linkat`` through ``/proc/self/fd`` (no overwrite: fails atomically if the name
+  exists), or, to overwrite, linked under a reserved name and renamed over the target.
+- Where there is no ``O_TMPFILE`` (an old kernel, a filesystem without it) or no ``/proc``, the
+  body goes to a file under a reserved name (``root.RESERVED_PREFIX``) created
+  ``O_CREAT|O_EXCL|O_NOFOLLOW``. No request can name a reserved name and no listing shows one
+  (root.py), so this too is invisible and unreachable to every client, in every model: the rule
+  lives in the path checks every process runs, not in any shared state.
+- Any failure, and any disconnect, removes the file (an unnamed one simply vanishes when its
+  descriptor closes, even if the server is killed with SIGKILL; a reserved name is left behind
+  only by a SIGKILL during the fallback, and never shown to anyone).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import stat
 
 import xxhash
 
-from sockkit.protocols.getfile import DIGEST_ALGORITHM, ErrorCode, Put, format_count, format_error
-from sockkit.services.getfile.root import Refused, ServedRoot, Walk, split_request_path
+from sockkit.protocols.getfile import DIGEST_ALGORITHM, ErrorCode, Put
+from sockkit.services.getfile.root import RESERVED_PREFIX, Refused, ServedRoot, Walk, split_request_path
 from sockkit.writeback import Writeback
 
-TEMP_PREFIX = ".sockkit-put-"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+#: errnos of ``open(O_TMPFILE)`` that mean "not here" (filesystem or kernel), not "refused".
+_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT)
+_WRITE_FLAGS = os.O_WRONLY | os.O_CLOEXEC
+_PROC_FD = "/proc/self/fd"
+
+
+@functools.cache
+def unnamed_files_possible() -> bool:
+    """Whether this process can create an unnamed file and later give it a name: ``O_TMPFILE``
+    exists and ``/proc/self/fd`` is there to ``linkat`` through (``AT_EMPTY_PATH`` would need
+    CAP_DAC_READ_SEARCH). Checked once per process; each filesystem is still asked at ``open``."""
+    return hasattr(os, "O_TMPFILE") and os.path.isdir(_PROC_FD)
+
+
+def reserved_name() -> str:
+    return f"{RESERVED_PREFIX}{os.urandom(8).hex()}.tmp"
 
 
 def _no_space(shown: str) -> Refused:
@@ -31,13 +62,17 @@ def _no_space(shown: str) -> Refused:
 
 
 class Upload:
-    """The state of one PUT1 between its ``OK1 0`` and its final answer."""
+    """The state of one upload between "send it" and its final answer.
+
+    ``request.digest`` is ``xxh3-128:<hex>`` and is checked before anything is renamed into
+    place; ``None`` (a transport that carries no digest) checks the size alone.
+    """
 
     __slots__ = ("digest", "error", "fd", "hasher", "name", "overwrite", "received", "shown", "size", "temp", "walk",
                  "writeback")
 
     def __init__(self, root: ServedRoot, request: Put) -> None:
-        """Check the target and create the temporary file; raises Refused."""
+        """Check the target and create the file the body goes to; raises Refused."""
         parts = split_request_path(request.path)
         if not parts:
             raise Refused(ErrorCode.IS_DIRECTORY, "the root is a directory; name a file to upload")
@@ -50,22 +85,33 @@ class Upload:
         self.hasher = xxhash.xxh3_128()
         self.error: Refused | None = None
         self.fd = -1
+        #: The file's name in the target's directory while it has one; "" while it is unnamed.
         self.temp = ""
         self.writeback: Writeback | None = None
         self.walk: Walk = root.open_directory("/".join(parts[:-1]))
         try:
             self._check_target()
             self._check_space()
-            self.temp = f"{TEMP_PREFIX}{os.urandom(8).hex()}.tmp"
-            self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                              0o644, dir_fd=self.walk.here)
-            self.writeback = Writeback(self.fd, 0)  # so the fsync in finish() has little left to wait for
+            self.fd = self._create()
+            self.writeback = Writeback(self.fd, 0)  # so the fsync in complete() has little left to wait for
         except OSError as exc:
             self.abort()
             raise self._refusal(exc) from None
         except BaseException:
             self.abort()
             raise
+
+    def _create(self) -> int:
+        """The descriptor the body is written to: unnamed where possible, else a reserved name."""
+        if unnamed_files_possible():
+            try:
+                return os.open(".", _WRITE_FLAGS | os.O_TMPFILE, 0o644, dir_fd=self.walk.here)
+            except OSError as exc:
+                if exc.errno not in _NO_TMPFILE:
+                    raise
+        self.temp = reserved_name()
+        return os.open(self.temp, _WRITE_FLAGS | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
+                       dir_fd=self.walk.here)
 
     def _refusal(self, exc: OSError) -> Refused:
         if exc.errno in _NO_SPACE:
@@ -111,55 +157,72 @@ class Upload:
         except OSError as exc:
             self.error = self._refusal(exc)
 
-    def finish(self) -> bytes:
-        """The final answer once every byte arrived: ``OK1 SIZE`` or the error."""
+    def complete(self) -> None:
+        """Once every byte arrived: verify, fsync, put in place; raises Refused (nothing stored).
+        Either way the upload is over and holds nothing afterwards."""
         try:
             if self.error is not None:
                 raise self.error
+            if self.received != self.size:
+                raise Refused(ErrorCode.CORRUPT, f"upload of {self.shown} ended after {self.received} of "
+                                                 f"{self.size} bytes; nothing was stored")
             actual = f"{DIGEST_ALGORITHM}:{self.hasher.hexdigest()}"
-            if actual != self.digest:
+            if self.digest is not None and actual != self.digest:
                 raise Refused(ErrorCode.CORRUPT, f"upload of {self.shown} arrived damaged (digest {actual}); "
                                                  "nothing was stored")
             try:
                 os.fsync(self.fd)
-                os.close(self.fd)
-                self.fd = -1
                 self._put_in_place()
                 os.fsync(self.walk.here)
             except OSError as exc:
                 raise self._refusal(exc) from None
-        except Refused as refused:
+        finally:
             self.abort()
-            return format_error(refused.code, refused.message)
-        self.temp = ""
-        self.abort()  # releases the directory descriptor; nothing left to remove
-        return format_count(self.size)
 
     def _put_in_place(self) -> None:
         here = self.walk.here
+        if not self.temp:  # unnamed: the only name it ever gets is chosen here
+            if not self.overwrite:
+                self._link_unnamed(self.name)
+                return
+            self.temp = reserved_name()
+            self._link_unnamed(self.temp)
         if self.overwrite:
             try:
                 os.rename(self.temp, self.name, src_dir_fd=here, dst_dir_fd=here)
             except IsADirectoryError:
                 raise Refused(ErrorCode.IS_DIRECTORY, f"{self.shown} is a directory") from None
+            self.temp = ""
             return
         try:
             # link() refuses an existing name atomically: no window between "check" and "rename".
             os.link(self.temp, self.name, src_dir_fd=here, dst_dir_fd=here, follow_symlinks=False)
         except FileExistsError:
-            raise Refused(ErrorCode.EXISTS,
-                          f"{self.shown} appeared on the server during the upload; nothing was replaced") from None
+            raise self._appeared() from None
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
                 raise
             # A filesystem without hard links: check, then rename (a tiny window, documented).
             self._check_target()
             os.rename(self.temp, self.name, src_dir_fd=here, dst_dir_fd=here)
+            self.temp = ""
             return
         os.unlink(self.temp, dir_fd=here)
+        self.temp = ""
+
+    def _link_unnamed(self, name: str) -> None:
+        """Give the unnamed file ``name`` in its directory (fails if the name exists)."""
+        try:
+            os.link(f"{_PROC_FD}/{self.fd}", name, dst_dir_fd=self.walk.here, follow_symlinks=True)
+        except FileExistsError:
+            raise self._appeared() from None
+
+    def _appeared(self) -> Refused:
+        return Refused(ErrorCode.EXISTS, f"{self.shown} appeared on the server during the upload; nothing was "
+                                         "replaced")
 
     def abort(self) -> None:
-        """Remove the temporary file (if any) and release every descriptor; idempotent."""
+        """Remove the file (if it is not in place) and release every descriptor; idempotent."""
         if self.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.fd)

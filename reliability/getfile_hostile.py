@@ -1,0 +1,142 @@
+"""getfile scenarios from issue 16 (hostile clients): a swapped upload, guessed tokens, exposure.
+
+Each runs a real ``sockkit serve getfile`` under one model and plays the attacker with raw sockets,
+so the figures are what a hostile client could do, not what sockkit's own client would try.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import xxhash
+
+from reliability.getfile_scenarios import getfile_server
+from reliability.model_scenarios import MODELS
+from reliability.suite import Row, Scale, scenario, skip
+from sockkit.protocols.getfile import DIGEST_ALGORITHM
+from sockkit.services.getfile.root import is_reserved
+
+
+def digest_of(data: bytes) -> str:
+    return f"{DIGEST_ALGORITHM}:{xxhash.xxh3_128(data).hexdigest()}"
+
+
+def read_line(sock: socket.socket) -> bytes:
+    """One answer line (bytes until ``\\n``); b"" if the server closed first."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            return line
+        line += chunk
+    return line
+
+
+def ask(sock: socket.socket, request: bytes) -> bytes:
+    sock.sendall(request)
+    return read_line(sock)
+
+
+def read_listing(sock: socket.socket, request: bytes) -> list[str]:
+    """The paths of a LIST1/TREE1 answer (an error answer: none)."""
+    head = ask(sock, request)
+    if not head.startswith(b"OK1 "):
+        return []
+    return [read_line(sock).decode(errors="replace").rstrip("\n").split(" ", 3)[-1]
+            for _ in range(int(head.split()[1]))]
+
+
+def _hijack(port: int, names: list[str]) -> tuple[int, int]:
+    """As client B: try to read and to overwrite each of ``names`` in inbox/.
+    Returns (reads the server answered, overwrites it accepted)."""
+    read = accepted = 0
+    bogus = b"B's bytes, not A's\n"
+    for name in names:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            read += ask(sock, f"GET1 0 - inbox/{name}\n".encode()).startswith(b"OK1")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            go = ask(sock, f"PUT1 {len(bogus)} {digest_of(bogus)} 1 inbox/{name}\n".encode())
+            if go.startswith(b"OK1 0"):
+                sock.sendall(bogus)
+                accepted += ask(sock, b"").startswith(b"OK1")
+    return read, accepted
+
+
+#: Runs a server with /proc unmounted in a private mount namespace: no ``linkat`` through
+#: ``/proc/self/fd``, so uploads take the fallback (a file under a reserved name) for real.
+NO_PROC = ("unshare", "--mount", "--propagation", "private", "sh", "-c", 'umount -l /proc && exec "$@"', "sh")
+
+
+def _no_proc_possible() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run([*NO_PROC, "test", "!", "-d", "/proc/self"], capture_output=True)
+    return probe.returncode == 0
+
+
+def _race(model: str, rounds: int, wrap: tuple[str, ...]) -> tuple[int, int, int, int, int, int, int]:
+    """``rounds`` uploads by A, each raced by B; (names B saw, reads and overwrites of A's file the
+    server allowed, uploads told OK holding other bytes, failed, names left) and how many of A's
+    uploads had a name on disk mid-way (the proof of which way the server took)."""
+    base = Path(tempfile.mkdtemp(prefix="sockkit-rel-swap-"))
+    root = base / "root"
+    (root / "inbox").mkdir(parents=True)
+    (root / "inbox" / "old.txt").write_bytes(b"already here\n")
+    seen_total = read_total = accepted_total = wrong = failed = named = 0
+    try:
+        with getfile_server(model, root, "--allow-upload", wrap=wrap) as server:
+            for index in range(rounds):
+                data = os.urandom(256 << 10)
+                target = f"a{index}.bin"
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as owner:
+                    go = ask(owner, f"PUT1 {len(data)} {digest_of(data)} {index % 2} inbox/{target}\n".encode())
+                    if not go.startswith(b"OK1 0"):
+                        failed += 1
+                        continue
+                    # The file the body goes to exists before "OK1 0" is sent, named or not; B also
+                    # tries its real name, as if it had learned it some other way.
+                    on_disk = [name for name in os.listdir(root / "inbox") if is_reserved(name)]
+                    named += bool(on_disk)
+                    owner.sendall(data[:len(data) // 2])
+                    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as spy:
+                        seen = read_listing(spy, b"LIST1 inbox\n")
+                        seen += [path.removeprefix("inbox/") for path in read_listing(spy, b"TREE1 .\n")]
+                    foreign = [name for name in seen if name not in {"old.txt", *(f"a{i}.bin" for i in range(index))}]
+                    read, accepted = _hijack(server.port, foreign + on_disk)
+                    seen_total += len(foreign)
+                    read_total += read
+                    accepted_total += accepted
+                    owner.sendall(data[len(data) // 2:])
+                    answer = ask(owner, b"")
+                landed = (root / "inbox" / target).read_bytes() if (root / "inbox" / target).exists() else b""
+                failed += not answer.startswith(b"OK1")
+                wrong += answer.startswith(b"OK1") and landed != data
+            left = [n for n in os.listdir(root / "inbox") if not re.fullmatch(r"old\.txt|a\d+\.bin", n)]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return seen_total, read_total, accepted_total, wrong, failed, len(left), named
+
+
+@scenario("upload-swap", "while client A uploads, client B lists (LIST1, TREE1) and tries to read and overwrite "
+          "every name it sees: B sees no temporary name, and A's verified bytes are what lands; again with /proc "
+          "unmounted (the reserved-name fallback for filesystems without O_TMPFILE)", MODELS)
+def upload_swap(model: str, scale: Scale) -> Row:
+    if model == "sequential":
+        return skip("upload-swap", model, "one client at a time: no one else runs during an upload")
+    rounds = scale.pick(3, 30)
+    passes = {"unnamed": _race(model, rounds, ())}
+    if _no_proc_possible():
+        passes["reserved name"] = _race(model, rounds, NO_PROC)
+    figures = [f"{how} ({named} named on disk): seen {seen}, read {read}, overwritten {taken}, told OK holding "
+               f"other bytes {wrong}, failed {failed}, left behind {left}"
+               for how, (seen, read, taken, wrong, failed, left, named) in passes.items()]
+    if len(passes) == 1:
+        figures.append("reserved-name pass n/a (no unshare or no mount namespace)")
+    ok = all(not any(counts[:6]) for counts in passes.values())
+    return Row("upload-swap", model, f"{rounds} uploads raced by another client, each way; " + "; ".join(figures), ok)
