@@ -6,6 +6,7 @@ slower, so they cannot flake. Nothing waits with sleep; blocking calls carry gen
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -23,7 +24,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sockkit import netlab
 from sockkit.commands.proxy import faults_from, parse_duration, parse_listen, parse_size, register
+from sockkit.protocols.proxy_header import Endpoint, HeaderReader
 from sockkit.proxy import FaultProxy, FaultProxyThread, Faults, ProxyFaults
 from sockkit.proxy.faults import Cut, CutKind, DirectionPlan, Finish, Forward, PlanState, Stall
 from sockkit.proxy.relay import PENDING_LIMIT, READ_SIZE
@@ -467,8 +470,6 @@ def test_async_api_in_the_same_loop():
 
 
 def parse_cli(*argv: str):
-    import argparse
-
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     return parser.parse_args(["proxy", *argv])
@@ -582,3 +583,138 @@ def test_cli_refuses_non_loopback_and_bad_values():
         process = start_cli(*argv)
         _, err = process.communicate(timeout=IO_TIMEOUT)
         assert process.returncode == 2 and message in err
+
+
+# --- limits: numbers, idle connections, loops (issue 16, item 12) ---------------------------------
+
+
+def test_absurd_numbers_are_usage_errors_not_tracebacks():
+    """--rate with a 400-digit number (a float overflow before) and durations past a day exit 2 with
+    the flag named; nothing prints a traceback."""
+    for argv, message in [(("--rate", "9" * 400), "too large"), (("--latency", "9" * 400 + "s"), "too long"),
+                          (("--down-slice", "2g" * 1), None), (("--idle-timeout", "nan"), "seconds"),
+                          (("--idle-timeout", "1e400"), "seconds")]:
+        process = start_cli("0", "127.0.0.1:1", *argv, "--close-after", "1")
+        if message is None:  # a sane value: the proxy starts; stop it
+            assert process.stdout.readline().startswith("proxy listening on")
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=IO_TIMEOUT)
+            continue
+        _, err = process.communicate(timeout=IO_TIMEOUT)
+        assert process.returncode == 2 and message in err and "Traceback" not in err, err
+        assert f"argument {argv[0]}" in err
+    assert parse_size("1024g") == 1 << 40
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_size("1025g")
+
+
+def test_a_connection_whose_target_closed_is_closed_when_idle():
+    """The target closes at once and the client stays silent: the proxy passes the FIN on, and once
+    nothing has moved for the idle timeout it closes its client side too (before, the connection and
+    its two descriptors stayed, the target's side in CLOSE_WAIT, for as long as the client did)."""
+    server = ThreadServer(lambda server, conn: None)  # accept, then close
+    try:
+        with FaultProxyThread(server.address, idle_timeout=0.5) as proxy, connect(proxy) as client:
+            assert read_until_eof(client) == b""  # the target's FIN, passed on
+            began = time.monotonic()
+            (report,) = proxy.wait_reports(1)
+            assert report.outcome == "idle for 0.5 s, closed"
+            assert 0.4 <= time.monotonic() - began < IO_TIMEOUT
+    finally:
+        server.close()
+
+
+def test_traffic_keeps_a_connection_from_being_idle(echo_server):
+    """Bytes moving either way reset the idle clock: 10 round trips 0.2 s apart under a 0.5 s timeout."""
+    with FaultProxyThread(echo_server.address, idle_timeout=0.5) as proxy, connect(proxy) as client:
+        for _ in range(10):
+            client.sendall(b"ping")
+            assert read_exactly(client, 4) == b"ping"
+            time.sleep(0.2)  # the gap under test, not a synchronisation
+        assert proxy.reports == []
+
+
+def lab_or_skip():
+    reason = netlab.unavailable()
+    if reason:
+        pytest.skip(reason)
+    return netlab.Lab()
+
+
+def test_a_target_that_is_the_proxys_own_address_is_refused():
+    """LISTEN and TARGET the same (literally, or 0.0.0.0 against a loopback name): a usage error at
+    start. Before, the proxy started, and one client built a chain of 1,024 connections through it.
+    Fixed ports, so inside a private network namespace."""
+    with lab_or_skip() as lab, lab.inside(lab.front):
+        for argv in (("127.0.0.1:9000", "127.0.0.1:9000"), ("0.0.0.0:9000", "localhost:9000", "--insecure")):
+            process = start_cli(*argv)
+            try:
+                _, err = process.communicate(timeout=IO_TIMEOUT)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.communicate()
+            assert process.returncode == 2 and "own address" in err, (argv, err)
+
+
+def test_a_loop_through_another_address_of_this_host_stops_at_once():
+    """LISTEN 0.0.0.0:9000, TARGET another address this same host holds: not seen at start, so the
+    proxy must see its own connection come back and close it. One client, two connections logged
+    (its own and the loop refused), not a chain."""
+    with lab_or_skip() as lab:
+        lab.add_address(lab.front, "10.99.0.1")
+        with lab.inside(lab.front), RunningCli("0.0.0.0:9000", "10.99.0.1:9000", "--insecure") as cli:
+            assert cli.next_line().startswith("proxy listening on 0.0.0.0:9000")
+            assert cli.next_line().startswith("faults:")
+            with socket.create_connection(("127.0.0.1", 9000), timeout=IO_TIMEOUT) as client:
+                client.sendall(b"hello")
+                with contextlib.suppress(ConnectionResetError):
+                    assert read_until_eof(client) == b""
+            lines = [cli.next_line(), cli.next_line()]
+            status, err = cli.stop(signal.SIGTERM)
+        assert any(line.startswith("#2 refused: it comes from this proxy itself") for line in lines), lines
+        assert any(line.startswith("#1 127.0.0.1:") for line in lines), lines
+        assert status == 0, err
+
+
+# --- sending the PROXY protocol header ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_send_proxy_puts_the_clients_address_first(version):
+    """--send-proxy(-v2): the target reads one PROXY header naming the client's own address and port
+    and the proxy's listening address, then exactly the client's bytes."""
+    seen = queue.Queue()
+
+    def read_header(server, conn):
+        reader = HeaderReader()
+        parsed = None
+        while parsed is None:
+            parsed = reader.receive(conn.recv(4096))
+        rest = parsed.rest
+        while len(rest) < 5:
+            rest += conn.recv(4096)
+        seen.put((parsed.header, rest))
+        conn.sendall(b"ok")
+
+    server = ThreadServer(read_header)
+    try:
+        with FaultProxyThread(server.address, send_proxy=version) as proxy, connect(proxy) as client:
+            client.sendall(b"hello")
+            assert read_exactly(client, 2) == b"ok"
+            header, rest = seen.get(timeout=IO_TIMEOUT)
+            assert header.version == version
+            assert header.source == Endpoint(*client.getsockname()[:2])
+            assert header.destination == Endpoint(*proxy.address)
+            assert rest == b"hello"
+    finally:
+        server.close()
+
+
+def test_send_proxy_flags_exclude_each_other():
+    assert parse_cli("0", "127.0.0.1:1", "--send-proxy").send_proxy == 1
+    assert parse_cli("0", "127.0.0.1:1", "--send-proxy-v2").send_proxy == 2
+    assert parse_cli("0", "127.0.0.1:1").send_proxy is None
+    process = start_cli("0", "127.0.0.1:1", "--send-proxy", "--send-proxy-v2")
+    _, err = process.communicate(timeout=IO_TIMEOUT)
+    assert process.returncode == 2 and "not allowed with" in err

@@ -9,37 +9,65 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import re
 import signal
 import sys
+from decimal import Decimal
 
 from sockkit.lifecycle import Log
 from sockkit.net import BindError, is_loopback, split_host_port
 from sockkit.proxy.faults import Faults, ProxyFaults
-from sockkit.proxy.relay import FaultProxy
+from sockkit.proxy.relay import DEFAULT_IDLE_SECONDS, FaultProxy, LoopError
 
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$", re.IGNORECASE)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
 _MULTIPLIERS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+#: Largest size or rate a flag takes (1 TiB). Past it a number is a typo, and the arithmetic is done
+#: in Decimal so that no number, however long, overflows a float on the way to this message.
+MAX_SIZE = 1 << 40
+#: Longest duration a flag takes (a day), for the same reasons.
+MAX_SECONDS = 86400
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 24 else repr(text[:20] + "...")
 
 
 def parse_duration(text: str) -> float:
-    """``50``, ``50ms`` -> 0.05 s; ``1.5s`` -> 1.5 s (a bare number is milliseconds)."""
+    """``50``, ``50ms`` -> 0.05 s; ``1.5s`` -> 1.5 s (a bare number is milliseconds); at most a day."""
     match = _DURATION.match(text)
     if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: try 50, 50ms or 1.5s")
-    value = float(match.group(1))
-    return value if (match.group(2) or "ms").lower() == "s" else value / 1000
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a duration: try 50, 50ms or 1.5s")
+    value = Decimal(match.group(1))
+    seconds = value if (match.group(2) or "ms").lower() == "s" else value / 1000
+    if seconds > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is too long a duration (at most {MAX_SECONDS} s)")
+    return float(seconds)
+
+
+def parse_seconds(text: str) -> float:
+    """A positive number of seconds, at most a day (``--idle-timeout``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number of seconds from 0 to {MAX_SECONDS}")
+    return value
 
 
 def parse_size(text: str) -> int:
-    """``100`` -> 100 bytes; ``512k``, ``1M``, ``1MiB``, ``2g`` (binary multiples, 1k = 1024)."""
+    """``100`` -> 100 bytes; ``512k``, ``1M``, ``1MiB``, ``2g`` (binary multiples, 1k = 1024); at most 1 TiB."""
     match = _SIZE.match(text)
     if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size: try 100, 512k or 1M")
-    return int(float(match.group(1)) * _MULTIPLIERS[match.group(2).lower()])
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a size: try 100, 512k or 1M")
+    size = Decimal(match.group(1)) * _MULTIPLIERS[match.group(2).lower()]
+    if size > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is too large (at most 1 TiB)")
+    return int(size)
 
 
 def parse_probability(text: str) -> float:
@@ -100,6 +128,15 @@ def register(subparsers) -> None:
                         help="chance that a connection gets the faults; others pass untouched (default 1)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed for --probability and --jitter, to repeat a run exactly")
+    parser.add_argument("--idle-timeout", type=parse_seconds, default=DEFAULT_IDLE_SECONDS, metavar="SECONDS",
+                        help="close a connection on which nothing moved either way for this long "
+                             f"(default {DEFAULT_IDLE_SECONDS:g})")
+    header = parser.add_mutually_exclusive_group()
+    header.add_argument("--send-proxy", dest="send_proxy", action="store_const", const=1,
+                        help="start each connection to TARGET with a PROXY protocol v1 header naming the client "
+                             "(as HAProxy's send-proxy; TARGET must expect it: sockkit serve --proxy-protocol)")
+    header.add_argument("--send-proxy-v2", dest="send_proxy", action="store_const", const=2,
+                        help="the same with the binary version 2 header (HAProxy's send-proxy-v2)")
     parser.add_argument("--insecure", action="store_true",
                         help="allow LISTEN on a non-loopback address (anyone who can reach it gets relayed)")
     parser.add_argument("--quiet", action="store_true", help="no line per connection")
@@ -144,11 +181,16 @@ def run(args) -> int:
               "reach it would be relayed to TARGET. Listen on 127.0.0.1 or pass --insecure.", file=sys.stderr)
         return 2
     log = Log(quiet=args.quiet)
+    proxy = FaultProxy(target, faults, listen=listen, log=log.line, seed=args.seed, idle_timeout=args.idle_timeout,
+                       send_proxy=args.send_proxy)
     try:
-        return asyncio.run(_serve(FaultProxy(target, faults, listen=listen, log=log.line, seed=args.seed), log))
+        return asyncio.run(_serve(proxy, log))
     except BindError as exc:
         print(f"sockkit proxy: {exc.strerror}", file=sys.stderr)
         return 1
+    except LoopError as exc:
+        print(f"sockkit proxy: {exc}", file=sys.stderr)
+        return 2
 
 
 async def _serve(proxy: FaultProxy, log: Log) -> int:
@@ -159,6 +201,8 @@ async def _serve(proxy: FaultProxy, log: Log) -> int:
     async with proxy:
         print(f"proxy listening on {proxy.address_text} -> {proxy.target_text}", flush=True)
         log.line(f"faults: {proxy.faults.describe()}")
+        if proxy.send_proxy:
+            log.line(f"sending a PROXY protocol v{proxy.send_proxy} header before each client's bytes")
         await stop.wait()
         log.line("proxy: stopping")
     return 0

@@ -10,7 +10,15 @@ to be written (latency, a rate limit or a slow destination all show up there), e
 kernel stops reading when its socket buffer is full; the source then feels TCP backpressure.
 
 Rule: the code that opens a socket closes it. ``serve_connection`` owns both sockets of a
-connection and closes them on every path, including cancellation when the proxy stops.
+connection and closes them on every path, including cancellation when the proxy stops, and a
+connection on which no byte moved either way for ``idle_timeout`` (a target that closed while its
+client stays silent would otherwise sit in CLOSE_WAIT for good).
+
+Rule: the proxy never relays to itself. A TARGET that is its own listening address is refused
+at start; one that only turns out to be (another name or address of this machine) is caught per
+connection: every outgoing socket is bound before it connects, and a client arriving from one of
+those ports on this host is our own connection come back, closed at once instead of opening the
+next link of a chain.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import ipaddress
 import random
 import socket
 import struct
@@ -29,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sockkit.net import address_text, open_listener, split_host_port
+from sockkit.protocols.proxy_header import Endpoint, format_v1, format_v2
 from sockkit.proxy.faults import (
     NO_FAULTS,
     Action,
@@ -73,6 +83,13 @@ REPORTS_KEPT = 1000
 ACCEPT_BACKOFF = 0.1
 #: How long ``FaultProxyThread`` waits for the proxy to bind or to stop.
 THREAD_TIMEOUT = 10.0
+#: A connection on which no byte moves in either direction for this long is closed (as ``serve``'s
+#: ``--idle-timeout``): half-closed or silent connections must not hold descriptors for good.
+DEFAULT_IDLE_SECONDS = 300.0
+
+
+class LoopError(ValueError):
+    """TARGET is the proxy's own listening address: every connection would come back to it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +125,13 @@ class ConnectionReport:
 class Pump:
     """One direction of one connection: reads ``src``, asks the plan, writes ``dst`` on schedule."""
 
-    def __init__(self, name: str, src: socket.socket, dst: socket.socket, plan: DirectionPlan) -> None:
+    def __init__(self, name: str, src: socket.socket, dst: socket.socket, plan: DirectionPlan,
+                 activity: Activity | None = None) -> None:
         self.name = name
         self.src = src
         self.dst = dst
         self.plan = plan
+        self.activity = activity or Activity()
         self.written = 0
         self.largest_write = 0
         self.peak_pending = 0
@@ -135,6 +154,7 @@ class Pump:
                 self._room.clear()
                 await self._room.wait()
             data = await loop.sock_recv(self.src, self._read_size)
+            self.activity.moved()
             self._schedule(self.plan.receive(data, loop.time()))
             if not data:
                 if self.plan.state is PlanState.STALLED:
@@ -156,6 +176,7 @@ class Pump:
             self._queue.popleft()
             if isinstance(action, Forward):
                 await loop.sock_sendall(self.dst, action.data)
+                self.activity.moved()
                 self.written += len(action.data)
                 self.largest_write = max(self.largest_write, len(action.data))
                 self._pending -= len(action.data)
@@ -197,7 +218,10 @@ class FaultProxy:
 
     def __init__(self, target: str | tuple[str, int], faults: ProxyFaults | None = None, *,
                  listen: tuple[str, int] = ("127.0.0.1", 0), log: Callable[[str], None] | None = None,
-                 seed: int | None = None, on_report: Callable[[ConnectionReport], None] | None = None) -> None:
+                 seed: int | None = None, on_report: Callable[[ConnectionReport], None] | None = None,
+                 idle_timeout: float | None = DEFAULT_IDLE_SECONDS, send_proxy: int | None = None) -> None:
+        if send_proxy not in (None, 1, 2):
+            raise ValueError(f"send_proxy is the PROXY protocol version, 1 or 2, not {send_proxy!r}")
         if isinstance(target, str):
             host, port = split_host_port(target, 0)
             if not port:
@@ -215,6 +239,12 @@ class FaultProxy:
         self._accepting: asyncio.Task | None = None
         self._connections: set[asyncio.Task] = set()
         self._count = 0
+        #: None: no idle limit.
+        self.idle_timeout = idle_timeout
+        #: PROXY protocol version to put before each client's bytes (HAProxy's send-proxy), or None.
+        self.send_proxy = send_proxy
+        #: Local ports of our open connections to the target: a client from one of them is ourselves.
+        self._own_ports: set[int] = set()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -236,9 +266,15 @@ class FaultProxy:
         return address_text(self._listener)
 
     async def start(self) -> None:
-        """Bind and start accepting; returns once the port is open."""
+        """Bind and start accepting; returns once the port is open. Raises LoopError if TARGET is
+        the address just bound."""
         self._listener = open_listener(*self.listen)
         self._listener.setblocking(False)
+        try:
+            await self._refuse_self_target()
+        except BaseException:
+            self._listener.close()
+            raise
         self._accepting = asyncio.create_task(self._accept_forever(), name="proxy-accept")
 
     async def close(self) -> None:
@@ -257,6 +293,30 @@ class FaultProxy:
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
 
+    async def _refuse_self_target(self) -> None:
+        host, port = self.address
+        if port != self.target[1]:
+            return
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(self.target[0], port, type=socket.SOCK_STREAM)
+        except OSError:
+            return  # unresolvable now: connecting will say so, per connection
+        listening = ipaddress.ip_address(host)
+        for *_, sockaddr in infos:
+            target = ipaddress.ip_address(sockaddr[0].split("%")[0])
+            if target == listening or target.is_unspecified or (listening.is_unspecified and target.is_loopback):
+                raise LoopError(f"TARGET {self.target_text} is this proxy's own address ({self.address_text}): "
+                                "every connection would be relayed back into the proxy")
+
+    def _is_own(self, client: socket.socket, address) -> bool:
+        """A connection this proxy made to its target that came back to its own listener."""
+        if not isinstance(address, tuple) or address[1] not in self._own_ports:
+            return False
+        try:
+            return client.getsockname()[0] == address[0]
+        except OSError:
+            return False
+
     async def _accept_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -267,6 +327,11 @@ class FaultProxy:
                 await asyncio.sleep(ACCEPT_BACKOFF)
                 continue
             self._count += 1
+            if self._is_own(client, address):
+                client.close()
+                self._say(f"#{self._count} refused: it comes from this proxy itself ({address[0]}:{address[1]}): "
+                          f"TARGET {self.target_text} leads back here")
+                continue
             if len(self._connections) >= MAX_CONNECTIONS:
                 client.close()
                 self._say(f"#{self._count} refused: {MAX_CONNECTIONS} connections already open")
@@ -294,12 +359,20 @@ class FaultProxy:
             except (OSError, TimeoutError) as exc:
                 outcome = f"target unreachable: {exc or 'timed out'}"
                 return
-            upstream = Pump("upstream", client, server, self._plan(up))
-            downstream = Pump("downstream", server, client, self._plan(down))
-            outcome = await _relay(upstream, downstream, client, server)
+            if self.send_proxy:
+                await asyncio.get_running_loop().sock_sendall(server, self._proxy_header(client, address))
+            activity = Activity()
+            upstream = Pump("upstream", client, server, self._plan(up), activity)
+            downstream = Pump("downstream", server, client, self._plan(down), activity)
+            outcome = await _relay(upstream, downstream, client, server, self.idle_timeout)
+        except OSError as exc:
+            outcome = f"target error before relaying ({exc.__class__.__name__}: {exc.strerror or exc})"
         finally:
             for sock in (client, server):
                 if sock is not None:
+                    if sock is server:
+                        with contextlib.suppress(OSError):
+                            self._own_ports.discard(sock.getsockname()[1])
                     sock.close()
             empty = DirectionReport(0, 0, 0, "never started")
             report = ConnectionReport(
@@ -313,6 +386,13 @@ class FaultProxy:
             if self.on_report is not None:
                 self.on_report(report)
 
+    def _proxy_header(self, client: socket.socket, address) -> bytes:
+        """The client as HAProxy's send-proxy(-v2) would present it: its address, and the one it reached."""
+        source = Endpoint(address[0], address[1])
+        here = client.getsockname()
+        destination = Endpoint(here[0], here[1])
+        return format_v1(source, destination) if self.send_proxy == 1 else format_v2(source, destination)
+
     def _plan(self, faults: Faults) -> DirectionPlan:
         return DirectionPlan(faults, random.Random(self._rng.random()))
 
@@ -325,14 +405,17 @@ class FaultProxy:
             sock = socket.socket(family, kind, proto)
             try:
                 sock.setblocking(False)
+                # Bound first, so the port is known before the connection can reach our own listener.
+                sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+                self._own_ports.add(sock.getsockname()[1])
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     await loop.sock_connect(sock, sockaddr)
             except (OSError, TimeoutError) as exc:
-                sock.close()
+                _close_own(sock, self._own_ports)
                 error = exc
                 continue
             except BaseException:
-                sock.close()
+                _close_own(sock, self._own_ports)
                 raise
             _no_delay(sock)
             return sock
@@ -343,18 +426,51 @@ class FaultProxy:
             self.log(text)
 
 
-async def _relay(upstream: Pump, downstream: Pump, client: socket.socket, server: socket.socket) -> str:
+def _close_own(sock: socket.socket, own_ports: set[int]) -> None:
+    with contextlib.suppress(OSError):
+        own_ports.discard(sock.getsockname()[1])
+    sock.close()
+
+
+class Activity:
+    """When a byte (or an end of stream) last moved in either direction of one connection."""
+
+    def __init__(self) -> None:
+        self.last = asyncio.get_running_loop().time()
+
+    def moved(self) -> None:
+        self.last = asyncio.get_running_loop().time()
+
+
+async def _watch_idle(activity: Activity, seconds: float) -> str:
+    """Returns once nothing has moved for ``seconds``."""
+    loop = asyncio.get_running_loop()
+    while (left := activity.last + seconds - loop.time()) > 0:
+        await asyncio.sleep(left)
+    return f"idle for {seconds:g} s, closed"
+
+
+async def _relay(upstream: Pump, downstream: Pump, client: socket.socket, server: socket.socket,
+                 idle_timeout: float | None = None) -> str:
     """Run both pumps; returns how the connection ended. Sockets stay open for the caller to close."""
     roles = {}
     for pump in (upstream, downstream):
         roles[asyncio.create_task(pump.read_source())] = (pump, "read")
         roles[asyncio.create_task(pump.write_destination())] = (pump, "write")
     running = set(roles)
+    watchdogs = set()
+    if idle_timeout is not None:
+        watchdog = asyncio.create_task(_watch_idle(upstream.activity, idle_timeout))
+        roles[watchdog] = (upstream, "idle")
+        watchdogs.add(watchdog)
+        running.add(watchdog)
     try:
-        while running:
+        while running - watchdogs:
             done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 pump, role = roles[task]
+                if role == "idle":
+                    return task.result()
                 exc = task.exception()
                 if exc is not None:
                     if not isinstance(exc, OSError):
