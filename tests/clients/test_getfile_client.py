@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sockkit.clients import getfile, localfs
+from sockkit.clients import getfile, getfile_legacy, getfile_upload, localfs
 from sockkit.clients.localfs import part_name
 from sockkit.clients.transfer import PIPELINE_MIN
 from sockkit.errors import (
@@ -325,26 +325,26 @@ def test_list_remote(server):
 def test_upload_then_refusal_then_force(tmp_path, server):
     local = tmp_path / "up.bin"
     local.write_bytes(BLOB)
-    result = getfile.upload(local, "inbox", port=server.port)
+    result = getfile_upload.upload(local, "inbox", port=server.port)
     assert result.remote_path == "inbox/up.bin" and server.uploads["inbox/up.bin"] == BLOB
     server.files["inbox/up.bin"] = b"there"
     with pytest.raises(RemoteError, match="already exists"):
-        getfile.upload(local, "inbox", port=server.port)
-    getfile.upload(local, "inbox", port=server.port, force=True)
+        getfile_upload.upload(local, "inbox", port=server.port)
+    getfile_upload.upload(local, "inbox", port=server.port, force=True)
 
 
 def test_upload_of_a_directory_says_put_takes_one_file(tmp_path, server):
     with pytest.raises(DestinationError, match="is a directory; put uploads one file at a time"):
-        getfile.upload(tmp_path, "inbox", port=server.port)
+        getfile_upload.upload(tmp_path, "inbox", port=server.port)
     assert not server.uploads
 
 
 def test_legacy_download(tmp_path):
     with FakeServer({"dir/f.bin": BLOB}, legacy=True) as fake:
-        result = getfile.legacy_download("dir/f.bin", port=fake.port, dest=tmp_path)
+        result = getfile_legacy.legacy_download("dir/f.bin", port=fake.port, dest=tmp_path)
         assert not result.verified and (tmp_path / "f.bin").read_bytes() == BLOB
         with pytest.raises(TransferInterrupted, match="sent nothing"):
-            getfile.legacy_download("missing", port=fake.port, dest=tmp_path)
+            getfile_legacy.legacy_download("missing", port=fake.port, dest=tmp_path)
     assert tree_of(tmp_path) == {"f.bin"}
 
 
@@ -353,7 +353,7 @@ def test_upload_refused_midway_reports_the_servers_reason(tmp_path, server):
     local.write_bytes(os.urandom(32 << 20))
     server.faults.put_fails_after = 1 << 20
     with pytest.raises(RemoteError, match="no space") as caught:
-        getfile.upload(local, ".", port=server.port)
+        getfile_upload.upload(local, ".", port=server.port)
     assert caught.value.code == "no-space"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sockkit.clients import getfile
+from sockkit.clients import getfile, getfile_tree, getfile_upload
 from sockkit.errors import RemoteError, TransferInterrupted
 from sockkit.testing import running, start_server
 from tests.conftest import ALL_MODELS
@@ -66,7 +66,7 @@ def test_every_size_byte_for_byte(tmp_path, served, model):
 def test_tree_ls_and_upload(tmp_path, served):
     dest = tmp_path / "dest"
     with running("getfile", "--port", "0", "--root", str(served), "--allow-upload", "--quiet") as server:
-        tree = getfile.download_tree(".", port=server.port, dest=dest)
+        tree = getfile_tree.download_tree(".", port=server.port, dest=dest)
         assert not tree.failed and len(tree.files) == len(SIZES) + 2
         for path in served.rglob("*"):
             if path.is_file():
@@ -75,10 +75,10 @@ def test_tree_ls_and_upload(tmp_path, served):
         assert names == {("d", "ünï")}
         local = tmp_path / "up load.txt"
         local.write_bytes(b"uploaded")
-        getfile.upload(local, "sub dir", port=server.port)
+        getfile_upload.upload(local, "sub dir", port=server.port)
         assert (served / "sub dir" / "up load.txt").read_bytes() == b"uploaded"
         with pytest.raises(RemoteError, match="already exists"):
-            getfile.upload(local, "sub dir", port=server.port)
+            getfile_upload.upload(local, "sub dir", port=server.port)
 
 
 def test_twenty_concurrent_clients(tmp_path, served):
@@ -255,7 +255,7 @@ def test_tree_of_many_large_files_stays_within_the_servers_pipeline_bounds(tmp_p
     for i in range(300):
         (root / "t" / "small" / f"{i}.txt").write_bytes(os.urandom(4096))
     with running("getfile", "--port", "0", "--root", str(root), "--quiet") as server:
-        result = getfile.download_tree("t", port=server.port, dest=tmp_path / "dest")
+        result = getfile_tree.download_tree("t", port=server.port, dest=tmp_path / "dest")
     assert not result.failed and len(result.files) == 340
     for path in (root / "t").rglob("*.*"):
         assert (tmp_path / "dest" / path.relative_to(root)).read_bytes() == path.read_bytes()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sockkit.clients import getfile
+from sockkit.clients import getfile, getfile_tree
 from sockkit.errors import ConnectError
 from tests.clients.fake_getfile_server import FakeServer
 
@@ -89,7 +89,7 @@ def test_against_the_real_server_over_tls(tmp_path, certificate):
         dest.mkdir()
         result = getfile.download("f.bin", port=server.port, dest=dest, tls=client_context(cert))
         assert (dest / "f.bin").read_bytes() == data and result.size == len(data)
-        tree = getfile.download_tree(".", port=server.port, dest=tmp_path / "tree", tls=client_context(cert))
+        tree = getfile_tree.download_tree(".", port=server.port, dest=tmp_path / "tree", tls=client_context(cert))
         assert (tmp_path / "tree" / "f.bin").read_bytes() == data and not tree.failed
         with pytest.raises(ConnectError, match="certificate not accepted"):
             getfile.download("f.bin", port=server.port, dest=tmp_path, tls=client_context(None))

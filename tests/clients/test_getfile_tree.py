@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sockkit.clients import getfile
+from sockkit.clients import getfile_tree
 from sockkit.errors import ProtocolViolation, TransferInterrupted
 from tests.clients.fake_getfile_server import FakeServer, Faults
 
@@ -27,7 +27,7 @@ def tree_of(path: Path) -> set[str]:
 def test_nested_tree_arrives_exactly(tmp_path):
     """Every file, byte for byte, in DEST/<base name>; nothing else; one connection."""
     with FakeServer(FILES) as fake:
-        result = getfile.download_tree("docs", port=fake.port, dest=tmp_path)
+        result = getfile_tree.download_tree("docs", port=fake.port, dest=tmp_path)
         assert len(fake.threads) == 1
     assert result.root == tmp_path / "docs" and not result.failed
     for path, data in FILES.items():
@@ -39,21 +39,21 @@ def test_nested_tree_arrives_exactly(tmp_path):
 
 def test_second_run_skips_up_to_date_files(tmp_path):
     with FakeServer(FILES) as fake:
-        getfile.download_tree("docs", port=fake.port, dest=tmp_path)
-        again = getfile.download_tree("docs", port=fake.port, dest=tmp_path)
+        getfile_tree.download_tree("docs", port=fake.port, dest=tmp_path)
+        again = getfile_tree.download_tree("docs", port=fake.port, dest=tmp_path)
     assert len(again.skipped) == 4 and not again.files and not again.failed
 
 
 def test_root_of_server_into_dest_itself(tmp_path):
     with FakeServer({"a": b"1", "b/c": b"2"}) as fake:
-        getfile.download_tree(".", port=fake.port, dest=tmp_path / "new")
+        getfile_tree.download_tree(".", port=fake.port, dest=tmp_path / "new")
     assert tree_of(tmp_path / "new") == {"a", "b", "b/c"}
 
 
 def test_many_small_files_are_pipelined_on_one_connection(tmp_path):
     files = {f"many/{i:04d}.txt": os.urandom(4096) for i in range(600)}
     with FakeServer(files) as fake:
-        result = getfile.download_tree("many", port=fake.port, dest=tmp_path)
+        result = getfile_tree.download_tree("many", port=fake.port, dest=tmp_path)
         assert len(fake.threads) == 1 and len(fake.requests) == 601
     assert len(result.files) == 600
     assert all((tmp_path / path).read_bytes() == data for path, data in files.items())
@@ -67,7 +67,7 @@ def test_hostile_listing_fetches_nothing(tmp_path, line):
     dest = tmp_path / "dest"
     with FakeServer({"ok": b"fine"}, faults=Faults(tree=["f 4 0 ok", line])) as fake:
         with pytest.raises(ProtocolViolation, match="unsafe path"):
-            getfile.download_tree("t", port=fake.port, dest=dest)
+            getfile_tree.download_tree("t", port=fake.port, dest=dest)
         assert not any(r.startswith(b"GET1") for r in fake.requests)
     assert tree_of(tmp_path) == {"dest", "dest/t"}
 
@@ -75,7 +75,7 @@ def test_hostile_listing_fetches_nothing(tmp_path, line):
 def test_duplicate_paths_are_refused(tmp_path):
     with FakeServer({"t/ok": b"fine"}, faults=Faults(tree=["f 4 0 ok", "f 4 0 ok"])) as fake, \
             pytest.raises(ProtocolViolation, match="twice"):
-        getfile.download_tree("t", port=fake.port, dest=tmp_path)
+        getfile_tree.download_tree("t", port=fake.port, dest=tmp_path)
 
 
 def test_local_symlink_in_the_tree_is_not_followed(tmp_path):
@@ -86,7 +86,7 @@ def test_local_symlink_in_the_tree_is_not_followed(tmp_path):
     root.mkdir(parents=True)
     (root / "sub dir").symlink_to(outside)
     with FakeServer(FILES) as fake:
-        result = getfile.download_tree("docs", port=fake.port, dest=tmp_path / "dest")
+        result = getfile_tree.download_tree("docs", port=fake.port, dest=tmp_path / "dest")
     assert list(outside.iterdir()) == []
     assert {path for path, _ in result.failed} == {"sub dir/b ü.bin", "sub dir/deeper/c", "sub dir/deeper/d.bin"}
     assert (root / "a.txt").read_bytes() == b"a" * 10
@@ -94,7 +94,7 @@ def test_local_symlink_in_the_tree_is_not_followed(tmp_path):
 
 def test_missing_file_fails_alone(tmp_path):
     with FakeServer({"t/a": b"1", "t/c": b"3"}, faults=Faults(tree=["f 1 0 a", "f 1 0 b", "f 1 0 c"])) as fake:
-        result = getfile.download_tree("t", port=fake.port, dest=tmp_path)
+        result = getfile_tree.download_tree("t", port=fake.port, dest=tmp_path)
     assert [path for path, _ in result.failed] == ["b"]
     assert tree_of(tmp_path / "t") == {"a", "c"}
 
@@ -103,7 +103,7 @@ def test_existing_different_file_is_kept(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_bytes(b"mine")
     with FakeServer(FILES) as fake:
-        result = getfile.download_tree("docs", port=fake.port, dest=tmp_path)
+        result = getfile_tree.download_tree("docs", port=fake.port, dest=tmp_path)
     assert [path for path, _ in result.failed] == ["a.txt"]
     assert (tmp_path / "docs" / "a.txt").read_bytes() == b"mine"
 
@@ -112,9 +112,9 @@ def test_interrupted_tree_resumes(tmp_path):
     with FakeServer(FILES) as fake:
         fake.faults.short_body = 5  # the first file, a.txt, gets 5 of its 10 bytes
         with pytest.raises(TransferInterrupted):
-            getfile.download_tree("docs", port=fake.port, dest=tmp_path)
+            getfile_tree.download_tree("docs", port=fake.port, dest=tmp_path)
         fake.faults = Faults()
-        result = getfile.download_tree("docs", port=fake.port, dest=tmp_path)
+        result = getfile_tree.download_tree("docs", port=fake.port, dest=tmp_path)
     assert sum(r.resumed_from for r in result.files) > 0
     for path, data in FILES.items():
         if path.startswith("docs/"):

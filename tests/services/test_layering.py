@@ -1,5 +1,10 @@
-"""services/ is sans-IO: it imports nothing that does I/O or reads a clock (trio checks its
-layering the same way)."""
+"""What a service may do, checked on the source (trio checks its layering the same way).
+
+The rule, as it really is: a service never touches the network, a thread, a process, a signal or a
+clock -- the models do all of that, and the clock is handed in. File-system I/O is allowed only where
+files are what the service serves (``services/getfile/``: it opens, lists and writes files under its
+root on descriptors it owns); the echo service and the action contract do no I/O at all.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,73 @@ from pathlib import Path
 
 import sockkit.services
 
-FORBIDDEN = {"socket", "selectors", "select", "asyncio", "threading", "time", "signal", "subprocess", "ssl", "uvloop"}
-#: Files in services/ that are command-line glue, not protocol logic.
+ROOT = Path(sockkit.services.__file__).parent
+#: Modules (and their submodules) that would bring in the network, concurrency, process control or a
+#: clock. (``http`` itself is allowed: ``http.HTTPStatus`` is only names and numbers.)
+FORBIDDEN = {"socket", "selectors", "select", "asyncio", "threading", "multiprocessing", "concurrent", "time",
+             "signal", "subprocess", "ssl", "uvloop", "http.client", "http.server", "urllib.request"}
+#: ``os`` functions that are the models' business, not a service's (processes, signals, the network's sendfile).
+_VARIANTS = ("l", "le", "lp", "lpe", "v", "ve", "vp", "vpe")
+FORBIDDEN_OS = {"fork", "kill", "killpg", "waitpid", "wait", "system", "popen", "sendfile", "times",
+                "sched_setaffinity", "set_blocking",
+                *(f"exec{v}" for v in _VARIANTS), *(f"spawn{v}" for v in _VARIANTS)}
+#: Modules that touch files, allowed only under FILE_SERVICES.
+FILE_IO = {"os", "fcntl", "io", "shutil", "tempfile", "pathlib", "mmap"}
+FILE_SERVICES = ROOT / "getfile"
+#: Files in services/ that are command-line glue, not protocol logic: they build a service from the
+#: parsed options and may read the clock or the environment.
 GLUE = {"echo_spec.py", "spec.py"}
 
 
-def test_services_import_no_io_modules():
-    root = Path(sockkit.services.__file__).parent
-    offenders = []
-    for path in root.rglob("*.py"):
-        if path.name in GLUE:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            offenders += [f"{path.name}: {name}" for name in names if name.split(".")[0] in FORBIDDEN]
+def modules_imported(tree: ast.AST) -> list[str]:
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return names
+
+
+def sources():
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.name not in GLUE:
+            yield path, ast.parse(path.read_text())
+
+
+def test_services_import_no_network_concurrency_or_clock_modules():
+    offenders = [f"{path.name}: {name}" for path, tree in sources()
+                 for name in modules_imported(tree) if forbidden(name)]
     assert offenders == []
+
+
+def forbidden(module: str) -> bool:
+    parts = module.split(".")
+    return any(".".join(parts[:n]) in FORBIDDEN for n in range(1, len(parts) + 1))
+
+
+def test_services_call_no_process_or_network_functions_of_os():
+    offenders = [f"{path.name}:{node.lineno}: os.{node.attr}" for path, tree in sources() for node in ast.walk(tree)
+                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"
+                 and node.attr in FORBIDDEN_OS]
+    assert offenders == []
+
+
+def test_only_the_file_service_touches_files():
+    offenders = []
+    for path, tree in sources():
+        if FILE_SERVICES in path.parents:
+            continue
+        offenders += [f"{path.name}: {name}" for name in modules_imported(tree) if name.split(".")[0] in FILE_IO]
+        offenders += [f"{path.name}:{node.lineno}: open()" for node in ast.walk(tree)
+                      if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open"]
+    assert offenders == []
+
+
+def test_the_checks_see_what_they_forbid():
+    """The walkers find an import, an os call and an open() where they are (guards the checks above)."""
+    tree = ast.parse("import socket\nfrom os import path\nos.fork()\nopen('x')\n")
+    assert modules_imported(tree) == ["socket", "os"]
+    assert forbidden("socket") and forbidden("http.client") and forbidden("asyncio.events")
+    assert not forbidden("http") and not forbidden("hmac")
+    assert [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)] == ["fork"]

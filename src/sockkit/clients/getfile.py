@@ -403,32 +403,4 @@ def read_listing(session: Session, remote_dir: str) -> list[wire.Entry]:
     return entries
 
 
-# The rest of the client API lives in its own modules, which build on the above. They are imported
-# on first use (PEP 562), so a single download does not load the tree, upload and chapter clients.
-if TYPE_CHECKING:
-    from sockkit.clients.getfile_legacy import legacy_download
-    from sockkit.clients.getfile_tree import TreeResult, download_tree
-    from sockkit.clients.getfile_upload import UploadResult, upload
-
-_ELSEWHERE = {
-    "legacy_download": "sockkit.clients.getfile_legacy",
-    "TreeResult": "sockkit.clients.getfile_tree",
-    "download_tree": "sockkit.clients.getfile_tree",
-    "UploadResult": "sockkit.clients.getfile_upload",
-    "upload": "sockkit.clients.getfile_upload",
-}
-
-
-def __getattr__(name: str):
-    module = _ELSEWHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-__all__ = ["DownloadResult", "Progress", "TreeResult", "UploadResult", "download", "download_tree",
-           "legacy_download", "list_remote", "upload"]
+__all__ = ["DownloadResult", "Progress", "download", "list_remote"]

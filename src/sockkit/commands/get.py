@@ -22,6 +22,8 @@ from sockkit.errors import SockkitError, describe, printable
 if TYPE_CHECKING:
     import ssl
 
+    from sockkit.clients.getfile_tree import TreeResult
+
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgKMG]?)(?:i?[bB])?(?:/s)?\s*$")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -118,13 +120,17 @@ def run_get(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(args.progress)
     try:
         if args.recursive:
-            return finish_tree(args, printer, getfile.download_tree(
+            from sockkit.clients.getfile_tree import download_tree  # loaded only for -r
+
+            return finish_tree(args, printer, download_tree(
                 args.remote, dest=args.output, force=args.force, progress=printer, limit_rate=args.limit_rate,
                 durable=args.durable, **connection(args)))
         if args.legacy:
-            result = getfile.legacy_download(args.remote, host=args.host, port=args.port, dest=args.output,
-                                             force=args.force, progress=printer, limit_rate=args.limit_rate,
-                                             timeout=args.timeout)
+            from sockkit.clients.getfile_legacy import legacy_download  # loaded only for --legacy
+
+            result = legacy_download(args.remote, host=args.host, port=args.port, dest=args.output,
+                                     force=args.force, progress=printer, limit_rate=args.limit_rate,
+                                     timeout=args.timeout)
         else:
             result = getfile.download(args.remote, dest=args.output, force=args.force, progress=printer,
                                       limit_rate=args.limit_rate, durable=args.durable, **connection(args))
@@ -146,7 +152,7 @@ def summary(result: getfile.DownloadResult) -> str:
     return f"got {result.path} ({size}{resumed}, {check}) in {result.seconds:.2f} s"
 
 
-def finish_tree(args: argparse.Namespace, printer: ProgressPrinter, result: getfile.TreeResult) -> int:
+def finish_tree(args: argparse.Namespace, printer: ProgressPrinter, result: TreeResult) -> int:
     printer.close()
     printer.done(result.bytes, result.bytes, str(result.root))
     for path, reason in result.failed:
@@ -175,10 +181,12 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def run_put(args: argparse.Namespace) -> int:
+    from sockkit.clients.getfile_upload import upload  # loaded only for put
+
     printer = ProgressPrinter(args.progress)
     try:
-        result = getfile.upload(args.local, args.remote, force=args.force, progress=printer,
-                                limit_rate=args.limit_rate, **connection(args))
+        result = upload(args.local, args.remote, force=args.force, progress=printer,
+                        limit_rate=args.limit_rate, **connection(args))
     except (SockkitError, OSError, KeyboardInterrupt) as exc:  # ssl.SSLError is an OSError
         return fail("put", exc, printer)
     finally:

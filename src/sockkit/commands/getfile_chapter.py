@@ -16,7 +16,8 @@ from __future__ import annotations
 import sys
 import time
 
-from sockkit.clients.getfile import download, legacy_download
+from sockkit.clients.getfile import download
+from sockkit.clients.getfile_legacy import legacy_download
 from sockkit.errors import NoAnswer, SockkitError, describe
 
 HELP = """

@@ -1,7 +1,9 @@
 """The contract between services and server models.
 
 A service turns bytes received into a list of *actions*; a model carries them out over a real
-socket. Rule: nothing here (or anywhere under ``services/``) performs I/O or reads a clock.
+socket. Rule: nothing under ``services/`` touches the network, a thread, a process, a signal or a
+clock (the clock is handed in); file-system I/O happens only where files are what is served
+(``services/getfile/``). tests/services/test_layering.py checks exactly this.
 """
 
 from __future__ import annotations
