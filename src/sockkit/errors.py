@@ -27,6 +27,10 @@ class ConnectError(SockkitError):
     """The connection (or its TLS handshake, or the token) was refused or could not be made."""
 
 
+class Unreachable(ConnectError):
+    """The TCP connection itself failed (refused, reset, timed out, no route): worth another try."""
+
+
 class RemoteError(SockkitError):
     """The server answered ``ERR1 CODE MESSAGE``; ``code`` is the protocol's ErrorCode value."""
 

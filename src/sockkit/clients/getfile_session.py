@@ -19,6 +19,7 @@ from sockkit.errors import (
     ProtocolViolation,
     RemoteError,
     TransferInterrupted,
+    Unreachable,
     printable,
 )
 from sockkit.protocols import getfile as wire
@@ -90,7 +91,7 @@ class Session:
         try:
             raw = connect(host, port, timeout)
         except ConnectFailed as exc:
-            raise ConnectError(str(exc)) from None
+            raise Unreachable(str(exc)) from None
         self.tls = tls is not None
         self.sock = raw if tls is None else handshake(raw, tls, host, port)
         self.sock.settimeout(timeout)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sockkit.cli import HelpFormatter
 from sockkit.clients import getfile
 from sockkit.clients.localfs import human_size
+from sockkit.clients.retry import MAX_RETRIES, with_retries
 from sockkit.commands.progress import ProgressPrinter
 from sockkit.errors import SockkitError, describe, printable
 
@@ -34,6 +35,12 @@ def parse_rate(text: str) -> float:
     if not match or float(match.group(1)) <= 0:
         raise argparse.ArgumentTypeError(f"not a rate: {text!r} (examples: 500K, 10M, 1G)")
     return float(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def parse_retries(text: str) -> int:
+    if not text.isdigit() or int(text) > MAX_RETRIES:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a number of retries from 0 to {MAX_RETRIES}")
+    return int(text)
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +76,10 @@ def register(subparsers) -> None:
     get.add_argument("-r", "--recursive", action="store_true", help="REMOTE_PATH is a directory: fetch it all")
     get.add_argument("--legacy", action="store_true",
                      help="speak the chapter's protocol (path line, raw bytes): no size or digest to verify")
+    get.add_argument("--retry", type=parse_retries, default=0, metavar="N",
+                     help="after a refused or reset connection, a transfer cut short or a busy server, try again "
+                          "up to N times, waiting 0.5 s, 1 s, 2 s ... (at most 8 s) in between; each attempt resumes "
+                          "from the verified partial copy (default 0)")
     get.add_argument("--no-fsync", dest="durable", action="store_false",
                      help="skip the fsyncs: still verified and renamed only when complete, but a power cut "
                           "soon after may lose the file (scratch data; what curl and rsync do)")
@@ -118,22 +129,29 @@ def run_get(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     printer = ProgressPrinter(args.progress)
-    try:
+
+    def retrying(exc: BaseException, retry: int, wait: float) -> None:
+        printer.retrying(describe(exc), retry, args.retry, wait)
+
+    def attempt():
         if args.recursive:
             from sockkit.clients.getfile_tree import download_tree  # loaded only for -r
 
-            return finish_tree(args, printer, download_tree(
-                args.remote, dest=args.output, force=args.force, progress=printer, limit_rate=args.limit_rate,
-                durable=args.durable, **connection(args)))
+            return download_tree(args.remote, dest=args.output, force=args.force, progress=printer,
+                                 limit_rate=args.limit_rate, durable=args.durable, **connection(args))
         if args.legacy:
             from sockkit.clients.getfile_legacy import legacy_download  # loaded only for --legacy
 
-            result = legacy_download(args.remote, host=args.host, port=args.port, dest=args.output,
-                                     force=args.force, progress=printer, limit_rate=args.limit_rate,
-                                     timeout=args.timeout)
-        else:
-            result = getfile.download(args.remote, dest=args.output, force=args.force, progress=printer,
-                                      limit_rate=args.limit_rate, durable=args.durable, **connection(args))
+            return legacy_download(args.remote, host=args.host, port=args.port, dest=args.output,
+                                   force=args.force, progress=printer, limit_rate=args.limit_rate,
+                                   timeout=args.timeout)
+        return getfile.download(args.remote, dest=args.output, force=args.force, progress=printer,
+                                limit_rate=args.limit_rate, durable=args.durable, **connection(args))
+
+    try:
+        result = with_retries(attempt, args.retry, on_retry=retrying)
+        if args.recursive:
+            return finish_tree(args, printer, result)
     except (SockkitError, OSError, KeyboardInterrupt) as exc:  # ssl.SSLError is an OSError
         return fail("get", exc, printer)
     finally:

@@ -2,7 +2,8 @@
 
 ``--progress json`` prints one object per line on stdout, for programs (the GUI's subprocess
 mode): ``{"done": N, "total": N, "speed": B/s, "eta": s|null}`` while running, then
-``{"done": N, "total": N, "path": "..."}`` on success or ``{"error": "one line"}`` on failure.
+``{"done": N, "total": N, "path": "..."}`` on success or ``{"error": "one line"}`` on failure;
+with ``--retry``, ``{"retrying": "why", "retry": N, "wait": s}`` before each new attempt.
 The human summary line then goes to stderr so stdout stays pure JSON.
 """
 
@@ -47,6 +48,13 @@ class ProgressPrinter:
     def error(self, message: str) -> None:
         if self.mode == "json":
             self._json({"error": message})
+
+    def retrying(self, why: str, retry: int, retries: int, wait: float) -> None:
+        """An attempt failed and another follows: one line on stderr (the bar starts afresh)."""
+        self.close()
+        if self.mode == "json":
+            self._json({"retrying": why, "retry": retry, "wait": round(wait, 2)})
+        print(f"sockkit get: {why}; retry {retry} of {retries} in {wait:.1f} s", file=sys.stderr, flush=True)
 
     def say(self, line: str) -> None:
         print(line, file=sys.stderr if self.mode == "json" else sys.stdout, flush=True)
