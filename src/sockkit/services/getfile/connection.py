@@ -33,16 +33,15 @@ from sockkit.protocols.getfile import (
     format_header,
     parse_request,
 )
-from sockkit.services.actions import CLOSE, Action, Peer, Send, SendFile
+from sockkit.services.actions import CLOSE, Action, Peer, Reply, Send, SendFile, as_actions
 from sockkit.services.getfile.digest import is_digest
 from sockkit.services.getfile.listing import list_directory, list_tree
 from sockkit.services.getfile.root import Refused, refusal_for
-from sockkit.services.getfile.transfers import Transfers
+from sockkit.services.getfile.transfers import INLINE_BODY, Transfers
 from sockkit.services.getfile.upload import Upload
+from sockkit.services.http import looks_like_http, starts_like_http
+from sockkit.services.http.connection import HttpConnection
 
-#: Bodies up to this size are read and sent with their header in one write (one syscall for
-#: small files instead of send + sendfile); larger ones go to the model as a zero-copy SendFile.
-INLINE_BODY = 64 * 1024
 #: Answer bytes (listings, inline bodies) produced from one read: bounds the memory one read of
 #: pipelined requests can cost. Past it: ``busy``.
 MAX_BATCH_BYTES = 64 << 20
@@ -53,8 +52,8 @@ MAX_LOG_LINES = 20
 class GetfileConnection:
     """Sans-IO: bytes in, actions out; filesystem work goes through the service's ServedRoot."""
 
-    __slots__ = ("authed", "batch_bytes", "buffer", "done", "first", "logged", "peer", "service", "transfers",
-                 "upload")
+    __slots__ = ("authed", "batch_bytes", "buffer", "done", "first", "http", "logged", "peer", "service",
+                 "transfers", "upload")
 
     def __init__(self, service, peer: Peer) -> None:
         self.service = service
@@ -63,6 +62,7 @@ class GetfileConnection:
         self.upload: Upload | None = None
         self.authed = service.token is None
         self.first = True  # no request seen yet: a bare path here is the chapter's protocol
+        self.http: HttpConnection | None = None  # set when the first line was HTTP's
         self.done = False  # a Close was issued: nothing more is read
         self.transfers = Transfers(service.slots)  # files (and an upload) in flight, and their slot
         self.batch_bytes = 0
@@ -78,10 +78,14 @@ class GetfileConnection:
         An upload body in progress is not a pending request: its pace is the idle timeout's
         business, or a large upload would be cut off by the request deadline.
         """
+        if self.http is not None:
+            return self.http.pending_request()
         return bool(self.buffer) and self.upload is None and not self.done
 
-    def receive(self, data: bytes) -> list[Action]:
+    def receive(self, data: bytes) -> Reply:
         """Answers to the requests ``data`` completes; ``b""`` means the client closed its side."""
+        if self.http is not None:
+            return self.http.receive(data)
         if self.done:
             return []
         actions: list[Action] = []
@@ -112,6 +116,8 @@ class GetfileConnection:
         if self.upload is not None:
             upload, self.upload = self.upload, None
             upload.abort()
+        if self.http is not None:
+            self.http.close()
         self.transfers.release()
 
     # -- reading requests -------------------------------------------------------------------------
@@ -128,6 +134,10 @@ class GetfileConnection:
                 self._feed_upload(memoryview(chunk), actions)
                 continue
             end = buffer.find(b"\n", 0, MAX_LINE)
+            if self.first and (looks_like_http(buffer[:end + 1]) if end >= 0 else
+                               len(buffer) >= MAX_LINE and starts_like_http(buffer)):
+                self._become_http(actions)
+                return
             if end < 0:
                 if len(buffer) >= MAX_LINE:
                     self._refuse(actions, ErrorCode.TOO_LONG, f"request line longer than {MAX_LINE} bytes",
@@ -136,6 +146,13 @@ class GetfileConnection:
             line = bytes(buffer[:end + 1])
             del buffer[:end + 1]
             self._answer_line(line, actions)
+
+    def _become_http(self, actions: list[Action]) -> None:
+        """The first line is HTTP's: the rest of this connection belongs to services/http."""
+        self.first = False
+        self.http = HttpConnection(self.service, self.peer, self.transfers)
+        data, self.buffer = bytes(self.buffer), bytearray()
+        actions.extend(as_actions(self.http.receive(data)))
 
     def _at_end(self, actions: list[Action]) -> None:
         """The client closed its side: a last line without a newline is still a request (a

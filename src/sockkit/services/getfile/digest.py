@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import xxhash
 
@@ -29,13 +30,24 @@ RACY_SECONDS = 2.0
 Version = tuple[int, int, int, int, int]
 
 
+class Hasher(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+
+H = TypeVar("H", bound=Hasher)
+
+
 def version_of(info: os.stat_result) -> Version:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def hash_descriptor(fd: int, size: int) -> str:
     """``xxh3-128:<hex>`` of the first ``size`` bytes of ``fd`` (read with pread: no shared offset)."""
-    hasher = xxhash.xxh3_128()
+    return f"{DIGEST_ALGORITHM}:{feed_descriptor(fd, size, xxhash.xxh3_128()).hexdigest()}"
+
+
+def feed_descriptor(fd: int, size: int, hasher: H) -> H:
+    """``hasher`` after the first ``size`` bytes of ``fd`` (fewer if the file shrank meanwhile)."""
     buffer = bytearray(min(CHUNK, max(size, 1)))
     view = memoryview(buffer)
     offset = 0
@@ -45,7 +57,7 @@ def hash_descriptor(fd: int, size: int) -> str:
             break  # the file shrank while we read: the header will say the size we saw
         hasher.update(view[:got])
         offset += got
-    return f"{DIGEST_ALGORITHM}:{hasher.hexdigest()}"
+    return hasher
 
 
 def is_digest(text: str) -> bool:
@@ -60,9 +72,12 @@ class DigestCache:
     Each dict operation is atomic under the GIL; the worst a race can do is hash a file twice.
     """
 
-    def __init__(self, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] | None = None,
+                 compute: Callable[[int, int], str] = hash_descriptor) -> None:
         self.max_entries = max_entries
         self.clock = clock
+        #: ``compute(fd, size)``: the digest as stored and served (getfile's xxh3-128 by default).
+        self.compute = compute
         self._entries: dict[Version, str] = {}
         self.hits = 0
         self.misses = 0
@@ -74,12 +89,16 @@ class DigestCache:
             self.hits += 1
             return found
         self.misses += 1
-        value = hash_descriptor(fd, info.st_size)
+        value = self.compute(fd, info.st_size)
         if self.max_entries and not self._racy(info):
             if len(self._entries) >= self.max_entries:
                 self._evict_oldest()
             self._entries[key] = value
         return value
+
+    def known(self, info: os.stat_result) -> str | None:
+        """The cached digest of this version, computing nothing."""
+        return self._entries.get(version_of(info))
 
     def _racy(self, info: os.stat_result) -> bool:
         if self.clock is None:

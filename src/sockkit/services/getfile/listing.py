@@ -44,11 +44,13 @@ class _Answer:
     def __init__(self, what: str) -> None:
         self.what = what
         self.lines: list[bytes] = []
+        self.entries: list[Entry] = []
         self.size = 0
 
     def add(self, entry: Entry) -> None:
         line = format_entry(entry)
         self.lines.append(line)
+        self.entries.append(entry)
         self.size += len(line)
         if len(self.lines) > MAX_ENTRIES or self.size > MAX_BYTES:
             raise Refused(ErrorCode.NOT_PERMITTED,
@@ -81,6 +83,15 @@ def _entries(walk: Walk) -> list[os.DirEntry]:
 
 def list_directory(walk: Walk, what: str) -> bytes:
     """``OK1 COUNT`` and one line per entry of the directory the walk stands in."""
+    return _gather_directory(walk, what).encode()
+
+
+def directory_entries(walk: Walk, what: str) -> list[Entry]:
+    """The entries LIST1 would show, under the same rules and bounds (for the HTTP listing page)."""
+    return _gather_directory(walk, what).entries
+
+
+def _gather_directory(walk: Walk, what: str) -> _Answer:
     answer = _Answer(what)
     for entry in _entries(walk):
         try:
@@ -92,14 +103,23 @@ def list_directory(walk: Walk, what: str) -> bytes:
         if found is not None:
             kind, info = found
             answer.add(Entry(kind, info.st_size if kind == "f" else 0, info.st_mtime_ns, entry.name))
-    return answer.encode()
+    return answer
 
 
 def list_tree(walk: Walk, what: str) -> bytes:
     """``OK1 COUNT`` and one line per regular file below the directory the walk stands in."""
+    return _gather_tree(walk, what).encode()
+
+
+def tree_entries(walk: Walk, what: str) -> list[Entry]:
+    """The files TREE1 would show, under the same rules and bounds (for the HTTP folder archive)."""
+    return _gather_tree(walk, what).entries
+
+
+def _gather_tree(walk: Walk, what: str) -> _Answer:
     answer = _Answer(what)
     _walk_tree(walk, "", answer, 0)
-    return answer.encode()
+    return answer
 
 
 def _walk_tree(walk: Walk, prefix: str, answer: _Answer, depth: int) -> None:

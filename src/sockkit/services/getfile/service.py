@@ -10,11 +10,12 @@ import hmac
 from collections.abc import Callable
 
 from sockkit.protocols.getfile import ErrorCode, format_error
-from sockkit.services.actions import Peer
+from sockkit.services.actions import Clock, Peer
 from sockkit.services.getfile.connection import GetfileConnection
 from sockkit.services.getfile.digest import DigestCache
 from sockkit.services.getfile.root import ServedRoot
 from sockkit.services.getfile.slots import Slots, make_slots
+from sockkit.services.http.site import HttpSite
 
 #: Concurrent transfers per server by default: far above what one disk serves well at once, far
 #: below the default connection limit, so a crowd of downloads is told "busy" before it can
@@ -27,7 +28,7 @@ class GetfileService:
 
     def __init__(self, root: ServedRoot, *, allow_upload: bool = False, token: str | None = None,
                  slots: Slots | None = None, digests: DigestCache | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, clock: Clock | None = None) -> None:
         self.root = root
         self.allow_upload = allow_upload
         self.token = token or None
@@ -35,6 +36,8 @@ class GetfileService:
         self.digests = digests if digests is not None else DigestCache()
         #: Called with one line per refused request (why); the caller adds time and escaping.
         self.log = log
+        #: What HTTP clients on this port share (services/http); the clock dates its answers.
+        self.http = HttpSite(clock)
 
     def connect(self, peer: Peer) -> GetfileConnection:
         return GetfileConnection(self, peer)

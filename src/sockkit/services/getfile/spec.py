@@ -57,7 +57,7 @@ def build(args: argparse.Namespace) -> GetfileService:
           f", token {'required' if token else 'off'}, at most {args.max_transfers or 'unlimited'} transfers)",
           flush=True)
     return GetfileService(root, allow_upload=args.allow_upload, token=token, slots=slots,
-                          digests=DigestCache(clock=time.time), log=log_refusal)
+                          digests=DigestCache(clock=time.time), log=log_refusal, clock=time.time)
 
 
 SPEC = ServiceSpec(name="getfile", help="serve files under a root directory (getfile protocol v1 and the chapter's)",

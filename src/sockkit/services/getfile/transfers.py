@@ -18,6 +18,9 @@ from sockkit.protocols.getfile import ErrorCode
 from sockkit.services.getfile.root import Refused
 from sockkit.services.getfile.slots import Slot, Slots
 
+#: Bodies up to this size are read and sent with their header in one write (one syscall for
+#: small files instead of send + sendfile); larger ones go to the model as a zero-copy SendFile.
+INLINE_BODY = 64 * 1024
 #: Files handed to the model and not yet sent, per connection (a client keeps at most this many in flight).
 MAX_QUEUED_FILES = 32
 
