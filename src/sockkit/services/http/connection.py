@@ -135,6 +135,10 @@ class HttpConnection:
 
     def _request(self, event: h11.Request, actions: list[Action]) -> None:
         request = Request.from_h11(event)
+        if len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers) > MAX_HEAD:
+            # h11 bounds a head that trickles in; one that came in a single read is bounded here.
+            self._send(error_answer(request, 431, f"request head larger than {MAX_HEAD} bytes", close=True), actions)
+            return
         if "transfer-encoding" in request.headers and "content-length" in request.headers:
             self._send(error_answer(request, 400, "Content-Length together with Transfer-Encoding", close=True),
                        actions)

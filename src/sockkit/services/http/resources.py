@@ -42,11 +42,7 @@ def serve_read(service, request: Request, transfers: Transfers) -> Answer:
         if refused.code is not ErrorCode.IS_DIRECTORY:
             raise
         return _redirect(request, quote(request.path, safe="/") + "/")
-    try:
-        return _file(service, request, transfers, fd, posixpath.basename(rel))
-    except BaseException:
-        os.close(fd)
-        raise
+    return _file(service, request, transfers, fd, posixpath.basename(rel))
 
 
 def _redirect(request: Request, location: str) -> Answer:
@@ -61,25 +57,30 @@ def _redirect(request: Request, location: str) -> Answer:
 
 # -- files ---------------------------------------------------------------------------------------
 def _file(service, request: Request, transfers: Transfers, fd: int, name: str) -> Answer:
-    """Owns ``fd`` once it returns (closed, or handed to the model in the answer)."""
-    info = os.fstat(fd)
-    site = service.http
-    current = validators_for(info, site.now())
-    headers = _file_headers(current, name, request)
-    digest = site.repr_digest(fd, info, request.headers.get("want-repr-digest"))
-    if digest is not None:
-        headers.append(("Repr-Digest", digest))
-    head = request.method == "HEAD"
-    decided = precondition(request.method, request.headers, current)
+    """The answer for the open file ``fd``, which this closes or hands to the model on every path."""
+    try:
+        info = os.fstat(fd)
+        site = service.http
+        current = validators_for(info, site.now())
+        headers = _file_headers(current, name, request)
+        digest = site.repr_digest(fd, info, request.headers.get("want-repr-digest"))
+        if digest is not None:
+            headers.append(("Repr-Digest", digest))
+        head = request.method == "HEAD"
+        decided = precondition(request.method, request.headers, current)
+        size = info.st_size
+        spans = None
+        if decided is None and request.method == "GET" and "range" in request.headers \
+                and range_applies(request.headers, current):
+            spans = ranges_for(request.headers["range"], size)
+    except BaseException:
+        os.close(fd)
+        raise
     if decided is not None:
         os.close(fd)
         answer = Answer(decided, headers if decided == 304 else [], length=None if decided == 304 else 0)
         answer.head_only = head
         return answer
-    size = info.st_size
-    spans = None
-    if request.method == "GET" and "range" in request.headers and range_applies(request.headers, current):
-        spans = ranges_for(request.headers["range"], size)
     if spans is UNSATISFIABLE:
         os.close(fd)
         return Answer(416, [*headers, ("Content-Range", f"bytes */{size}")], length=0)
@@ -118,23 +119,19 @@ def attachment(name: str) -> str:
 
 
 def _body(answer: Answer, transfers: Transfers, fd: int, parts: list[tuple[bytes, Span]], length: int) -> Answer:
-    """Fill ``answer`` with ``parts`` of ``fd`` (inline when small, else zero-copy); closes or hands over ``fd``."""
+    """Fill ``answer`` with ``parts`` of ``fd`` (inline when small, else zero-copy); closes or hands over ``fd``
+    on every path, exceptions included."""
     answer.length = length
     if answer.head_only or length == 0:
         os.close(fd)
         return answer
     if length <= INLINE_BODY:
-        chunks = []
-        for head, span in parts:
-            data = os.pread(fd, span.length, span.start) if span.length > 0 else b""
-            if len(data) != max(span.length, 0):
-                os.close(fd)
-                raise Refused(ErrorCode.INTERNAL, "the file shrank while being read; try again")
-            chunks.append(head + data)
-        os.close(fd)
+        try:
+            chunks = [head + _read_exactly(fd, span) for head, span in parts]
+        finally:
+            os.close(fd)
         answer.body.append(b"".join(chunks))
         return answer
-    handed = []
     try:
         for index, (head, span) in enumerate(parts):
             if head:
@@ -148,7 +145,6 @@ def _body(answer: Answer, transfers: Transfers, fd: int, parts: list[tuple[bytes
                 raise
             if source == fd:
                 fd = -1
-            handed.append(file)
             answer.body.append(SendFile(file, span.start, span.length))
     except BaseException:
         answer.discard()
@@ -156,6 +152,13 @@ def _body(answer: Answer, transfers: Transfers, fd: int, parts: list[tuple[bytes
             os.close(fd)
         raise
     return answer
+
+
+def _read_exactly(fd: int, span: Span) -> bytes:
+    data = os.pread(fd, span.length, span.start)
+    if len(data) != span.length:
+        raise Refused(ErrorCode.INTERNAL, "the file shrank while being read; try again")
+    return data
 
 
 # -- folders -------------------------------------------------------------------------------------
