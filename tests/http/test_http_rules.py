@@ -12,10 +12,10 @@ import pytest
 
 from sockkit.protocols.getfile import Entry
 from sockkit.services.getfile import ServedRoot
-from sockkit.services.http import looks_like_http, starts_like_http
-from sockkit.services.http.access import from_elsewhere, presented_token
-from sockkit.services.http.archive import Plan
-from sockkit.services.http.conditional import (
+from sockkit.services.getfile.http import looks_like_http, starts_like_http
+from sockkit.services.getfile.http.access import from_elsewhere, presented_token
+from sockkit.services.getfile.http.archive import Plan
+from sockkit.services.getfile.http.conditional import (
     Validators,
     entity_tags,
     parse_http_date,
@@ -23,10 +23,10 @@ from sockkit.services.http.conditional import (
     range_applies,
     validators_for,
 )
-from sockkit.services.http.media import content_type
-from sockkit.services.http.page import render_json, render_page
-from sockkit.services.http.ranges import UNSATISFIABLE, Span, ranges_for
-from sockkit.services.http.target import BadTarget, parse_target
+from sockkit.services.getfile.http.media import content_type
+from sockkit.services.getfile.http.page import render_json, render_page
+from sockkit.services.getfile.http.ranges import UNSATISFIABLE, Span, ranges_for
+from sockkit.services.getfile.http.target import BadTarget, parse_target
 
 # -- ranges: RFC 9110 section 14.1.2's examples, on a representation of 10,000 bytes -----------------
 

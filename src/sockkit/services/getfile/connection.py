@@ -35,12 +35,12 @@ from sockkit.protocols.getfile import (
 )
 from sockkit.services.actions import CLOSE, Action, Peer, Reply, Send, SendFile, as_actions
 from sockkit.services.getfile.digest import is_digest
+from sockkit.services.getfile.http import looks_like_http, starts_like_http
+from sockkit.services.getfile.http.connection import HttpConnection
 from sockkit.services.getfile.listing import list_directory, list_tree
 from sockkit.services.getfile.root import Refused, refusal_for
 from sockkit.services.getfile.transfers import INLINE_BODY, Transfers
 from sockkit.services.getfile.upload import Upload
-from sockkit.services.http import looks_like_http, starts_like_http
-from sockkit.services.http.connection import HttpConnection
 
 #: Answer bytes (listings, inline bodies) produced from one read: bounds the memory one read of
 #: pipelined requests can cost. Past it: ``busy``.
@@ -148,7 +148,7 @@ class GetfileConnection:
             self._answer_line(line, actions)
 
     def _become_http(self, actions: list[Action]) -> None:
-        """The first line is HTTP's: the rest of this connection belongs to services/http."""
+        """The first line is HTTP's: the rest of this connection belongs to services/getfile/http."""
         self.first = False
         self.http = HttpConnection(self.service, self.peer, self.transfers)
         data, self.buffer = bytes(self.buffer), bytearray()

@@ -13,9 +13,9 @@ from sockkit.protocols.getfile import ErrorCode, format_error
 from sockkit.services.actions import Clock, Peer
 from sockkit.services.getfile.connection import GetfileConnection
 from sockkit.services.getfile.digest import DigestCache
+from sockkit.services.getfile.http.site import HttpSite
 from sockkit.services.getfile.root import ServedRoot
 from sockkit.services.getfile.slots import Slots, make_slots
-from sockkit.services.http.site import HttpSite
 
 #: Concurrent transfers per server by default: far above what one disk serves well at once, far
 #: below the default connection limit, so a crowd of downloads is told "busy" before it can
@@ -36,7 +36,7 @@ class GetfileService:
         self.digests = digests if digests is not None else DigestCache()
         #: Called with one line per refused request (why); the caller adds time and escaping.
         self.log = log
-        #: What HTTP clients on this port share (services/http); the clock dates its answers.
+        #: What HTTP clients on this port share (services/getfile/http); the clock dates its answers.
         self.http = HttpSite(clock)
 
     def connect(self, peer: Peer) -> GetfileConnection:

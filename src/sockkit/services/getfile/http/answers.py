@@ -8,7 +8,7 @@ import h11
 
 from sockkit.protocols.getfile import ErrorCode
 from sockkit.services.actions import SendFile
-from sockkit.services.http.page import render_message
+from sockkit.services.getfile.http.page import render_message
 
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 206: "Partial Content", 301: "Moved Permanently",
            303: "See Other", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",

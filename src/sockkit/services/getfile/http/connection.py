@@ -24,12 +24,12 @@ import h11
 
 from sockkit.protocols.getfile import ErrorCode
 from sockkit.services.actions import CLOSE, Action, Peer, Send, SendFile
+from sockkit.services.getfile.http.access import CHALLENGES, presented_token
+from sockkit.services.getfile.http.answers import REASONS, Answer, Request, error_answer, status_for
+from sockkit.services.getfile.http.resources import serve_read
+from sockkit.services.getfile.http.target import BadTarget, parse_target
 from sockkit.services.getfile.root import Refused
 from sockkit.services.getfile.transfers import Transfers
-from sockkit.services.http.access import CHALLENGES, presented_token
-from sockkit.services.http.answers import REASONS, Answer, Request, error_answer, status_for
-from sockkit.services.http.resources import serve_read
-from sockkit.services.http.target import BadTarget, parse_target
 
 #: Largest request head (request line and headers) h11 will buffer: nginx's default large buffers hold 4 x 8 KiB.
 MAX_HEAD = 32 * 1024

@@ -15,15 +15,15 @@ from urllib.parse import quote
 
 from sockkit.protocols.getfile import ErrorCode
 from sockkit.services.actions import SendFile
+from sockkit.services.getfile.http.answers import Answer, Request
+from sockkit.services.getfile.http.archive import Plan
+from sockkit.services.getfile.http.conditional import Validators, http_date, precondition, range_applies, validators_for
+from sockkit.services.getfile.http.media import ACTIVE_TYPES, content_type, media_type
+from sockkit.services.getfile.http.page import POLICY, SORT_KEYS, render_json, render_page
+from sockkit.services.getfile.http.ranges import UNSATISFIABLE, Span, content_range, ranges_for
 from sockkit.services.getfile.listing import directory_entries, tree_entries
 from sockkit.services.getfile.root import Refused, refusal_for
 from sockkit.services.getfile.transfers import INLINE_BODY, Transfers
-from sockkit.services.http.answers import Answer, Request
-from sockkit.services.http.archive import Plan
-from sockkit.services.http.conditional import Validators, http_date, precondition, range_applies, validators_for
-from sockkit.services.http.media import ACTIVE_TYPES, content_type, media_type
-from sockkit.services.http.page import POLICY, SORT_KEYS, render_json, render_page
-from sockkit.services.http.ranges import UNSATISFIABLE, Span, content_range, ranges_for
 
 #: Separates the parts of a multipart/byteranges answer (never found in a header we write).
 BOUNDARY = "sockkit-byteranges-3d6b9f0c2a"

@@ -18,7 +18,7 @@ import re
 
 from sockkit.services.actions import Clock
 from sockkit.services.getfile.digest import DigestCache, feed_descriptor
-from sockkit.services.http.conditional import http_date
+from sockkit.services.getfile.http.conditional import http_date
 
 #: Files up to this size get a Repr-Digest on their first request (sha-256 at ~1 GB/s: ~8 ms).
 REPR_DIGEST_INLINE = 8 << 20
