@@ -8,6 +8,7 @@ from pathlib import Path
 
 from reliability import (  # noqa: F401  (register scenarios)
     client_scenarios,
+    echo_hostile,
     getfile_hostile,
     getfile_scenarios,
     model_scenarios,
