@@ -2,7 +2,10 @@
 
 sequential, thread, pool, fork, fork-signal and socketserver differ only in who calls
 ``serve_connection``. Rule: one error boundary per connection -- a reset, timeout or garbage
-from this client ends this connection and nothing else.
+from this client ends this connection and nothing else. A ``Wait`` blocks only this client's
+thread or process, and nothing is read while it runs, so the rule of ``actions.Wait`` (no input
+reaches the service before the Wait is over) holds by construction; ``Wait.then``'s reply is
+carried out before the actions after the Wait.
 """
 
 from __future__ import annotations
@@ -220,6 +223,8 @@ def run_actions(sock: socket.socket, actions: Reply, tracker: Tracker) -> bool:
             # Only this client's thread or process waits; a second signal cuts the wait short.
             if tracker.hurry.wait(action.seconds):
                 raise ConnectionAbortedError("server stopping")
+            if action.then is not None and not run_actions(sock, action.then(), tracker):
+                return False
         elif kind is Close:
             linger_close(sock)
             return False

@@ -2,7 +2,9 @@
 
 Protocols, not ``asyncio.streams``: the hot path is ``data_received -> receive -> write`` with
 no coroutine, future or extra buffer per message, which is what keeps this model within a few
-percent of a bare Protocol echo. ``Wait`` is ``call_later``; ``SendFile`` is the loop's
+percent of a bare Protocol echo. ``Wait`` is ``call_later``, and while it runs the transport is
+paused and whatever still arrives is kept, not handed to the service, until it is over
+(``actions.Wait``'s rule; ``Wait.then``'s reply then goes ahead of the queued actions). ``SendFile`` is the loop's
 zero-copy ``sendfile`` where the loop has one; uvloop has none (uvloop#228), so there the driver
 lets the transport's buffer drain and calls ``os.sendfile`` on the transport's socket itself,
 waiting for writability on a ``dup`` of its descriptor (the loop refuses watchers on a descriptor a
@@ -43,6 +45,7 @@ class Driver(asyncio.Protocol):
         "closed",
         "conn",
         "drain",
+        "held_input",
         "hub",
         "mirrors",
         "paused_writing",
@@ -59,6 +62,7 @@ class Driver(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.conn = None
         self.pending: deque = deque()  # actions waiting behind a Wait or a file send
+        self.held_input: list[bytes] | None = None  # while a Wait runs: input kept from the service
         self.busy = False  # a Wait or a file send is in progress
         self.paused_writing = False
         self.drain: asyncio.Future | None = None
@@ -92,7 +96,11 @@ class Driver(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.active = True
-        if self.mirrors and not self.busy:  # the answer is the chunk itself (Connection.mirrors)
+        if self.busy:
+            if self.held_input is not None:  # a Wait runs: the service sees this once it is over
+                self.held_input.append(data)
+                return
+        elif self.mirrors:  # the answer is the chunk itself (Connection.mirrors)
             self.transport.write(data)
             return
         actions = self.conn.receive(data)
@@ -113,6 +121,9 @@ class Driver(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.active = True
+        if self.held_input is not None:
+            self.held_input.append(b"")
+            return True
         self.run(self.conn.receive(b""))
         return True  # keep our side open until the service's Close has flushed
 
@@ -149,7 +160,9 @@ class Driver(asyncio.Protocol):
                 self.transport.write(action.data)
             elif kind is Wait:
                 self._hold(queue)
-                self.hub.loop.call_later(action.seconds, self._resume)
+                self.held_input = []
+                self._set_reading(False)
+                self.hub.loop.call_later(action.seconds, self._wait_over, action.then)
                 return
             elif kind is SendFile:
                 self._hold(queue)
@@ -173,6 +186,29 @@ class Driver(asyncio.Protocol):
         self.run(actions)
         if not self.busy and not self.hub.accepting:
             self._close_gracefully()  # stopping: the request in flight is answered
+
+    def _wait_over(self, then) -> None:
+        """The Wait has run its time: its continuation's reply, the queued actions, then the input
+        that came meanwhile (dropped if the server is stopping, as the other models never read it)."""
+        held, self.held_input = self.held_input, None
+        if self.closed:
+            return
+        if then is not None:
+            try:
+                reply = then()
+            except Exception as exc:  # a service bug must cost one connection, not the server
+                self.hub.log.error(f"service failed: {exc!r}")
+                self.transport.abort()
+                return
+            self.pending.extendleft(reversed(as_actions(reply)))
+        self._resume()
+        for data in held or ():
+            if self.closed or self.transport.is_closing():
+                break
+            if data:
+                self.data_received(data)
+            else:
+                self.eof_received()
 
     async def _send_file(self, action: SendFile) -> None:
         try:

@@ -7,6 +7,10 @@ Rules kept here:
 - A client whose unsent output passes ``HIGH_WATER`` is not read from until it drains, so a
   client that never reads costs at most that much memory.
 - ``Wait`` is a timer in a heap, never a sleep: a slow request holds only its own connection.
+  While it runs the connection is not watched for reading (``actions.Wait``'s rule: no input
+  reaches the service before the Wait is over); when it fires, ``Wait.then``'s reply goes ahead
+  of the queued actions. The heap holds the channel object itself and a fired timer acts only if
+  that very channel is still open (a descriptor number is reused at once by the next client).
 - The poller is ``select.epoll`` (``select.poll`` where there is none), used directly with a
   descriptor -> channel dict: the ``selectors`` module's per-event key objects and mask
   translation are a measurable share of a 1 KiB echo (see docs/benchmarks.md).
@@ -163,10 +167,9 @@ class SelectServer:
                     if mask & WRITE and channel.mask & WRITE and fd in channels:
                         self._pump(channel, now)
                 while self.timers and self.timers[0][0] <= now:
-                    _, _, channel = heapq.heappop(self.timers)
-                    if channel.fd in self.channels and channel.held:
-                        channel.held = False
-                        self._pump(channel, now)
+                    _, _, channel, then = heapq.heappop(self.timers)
+                    if channels.get(channel.fd) is channel and channel.held:
+                        self._wait_over(channel, then, now)
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + SWEEP_SECONDS
@@ -330,7 +333,7 @@ class SelectServer:
                     channel.file = action
                 elif kind is Wait:
                     channel.held = True
-                    heapq.heappush(self.timers, (now + action.seconds, next(self.sequence), channel))
+                    heapq.heappush(self.timers, (now + action.seconds, next(self.sequence), channel, action.then))
                 elif kind is Close:
                     channel.outbox.clear()
                     channel.queued = 0
@@ -347,6 +350,22 @@ class SelectServer:
             self._watch(channel)
             if not self.accepting and channel.idle:
                 self._close(channel)  # stopping: the request in flight is answered, we are done
+
+    def _wait_over(self, channel: Channel, then, now: float) -> None:
+        """A Wait has run its time: its continuation's reply first, then the queued actions; reading
+        resumes (``_watch``), and a wait never counts as idle time."""
+        channel.held = False
+        channel.last_seen = now
+        if then is not None:
+            try:
+                actions = as_actions(then())
+            except Exception as exc:  # a service bug must cost one connection, not the server
+                self.server.log.error(f"service failed: {exc!r}")
+                self._close(channel)
+                return
+            channel.outbox.extendleft(reversed(actions))
+            channel.queued += sum(len(action.data) for action in actions if type(action) is Send)
+        self._pump(channel, now)
 
     def _send_file(self, channel: Channel) -> bool:
         """Zero-copy send of the current file; True once it is all sent."""
@@ -390,7 +409,8 @@ class SelectServer:
         wants_write = bool(channel.buffer) or channel.file is not None
         backed_up = (len(channel.buffer) + channel.queued > HIGH_WATER
                      or len(channel.outbox) > MAX_QUEUED_ACTIONS)
-        mask = (WRITE if wants_write else 0) | (0 if backed_up and not channel.closing else READ)
+        # Not read while backed up, nor while a Wait is pending (actions.Wait); always while closing.
+        mask = (WRITE if wants_write else 0) | (0 if (backed_up or channel.held) and not channel.closing else READ)
         if mask == channel.mask:
             return
         if not mask:

@@ -35,9 +35,21 @@ class SendFile:
 
 @dataclass(frozen=True, slots=True)
 class Wait:
-    """Hold this connection's later actions for ``seconds``; other clients never wait."""
+    """Hold this connection for ``seconds``; other clients never wait.
+
+    The rule every model keeps: while a Wait is pending, the connection's later actions wait, and
+    so does its input -- nothing the client sends meanwhile (end of stream included) reaches
+    ``receive`` before the Wait is over; it stays unread in the kernel, or in the model's buffer if
+    it was already read, and is handed over in order afterwards. So a reply the service makes from
+    that input (a time stamp) is made when it is sent, whoever runs the connection: the chapter's
+    servers sleep first, then read and answer.
+
+    ``then``, if given, is called once the Wait is over; the reply it returns is carried out before
+    any action queued behind this Wait (a delay per message whose reply is made at send time).
+    """
 
     seconds: float
+    then: Callable[[], Reply] | None = None
 
 
 @dataclass(frozen=True, slots=True)
