@@ -14,7 +14,7 @@ from reliability.probes import snapshot
 from reliability.suite import Row, Scale, scenario
 
 #: The options that put the echo service in line mode (one Echo=> reply per line).
-LINE_MODE: tuple[str, ...] = ()
+LINE_MODE: tuple[str, ...] = ("--lines",)
 
 
 def _quarters(port: int, server, size: int = (1 << 20) - 200, piece: int = 100,

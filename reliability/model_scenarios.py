@@ -57,9 +57,11 @@ def connect(port: int, timeout: float = 10.0) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=timeout)
 
 
-@scenario("trickle", "a client sending one byte every 0.2 s is cut off at the request deadline (1 s)", MODELS)
+@scenario("trickle", "echo --lines: a client sending one byte every 0.2 s is cut off at the request deadline (1 s)",
+          MODELS)
 def trickle(model: str, scale: Scale) -> Row:
-    with serve(model, "--idle-timeout", "10", "--request-timeout", "1") as server, connect(server.port) as sock:
+    with serve(model, "--lines", "--idle-timeout", "10", "--request-timeout", "1") as server, \
+            connect(server.port) as sock:
         began = time.monotonic()
         closed_after = None
         for _ in range(50):  # 10 s at most
@@ -76,11 +78,12 @@ def trickle(model: str, scale: Scale) -> Row:
     return Row("trickle", model, f"closed after {closed_after:.1f} s (deadline 1 s)", closed_after < 3.0)
 
 
-@scenario("long-line", "a line with no newline (up to 1 GiB sent) is refused at 1 MiB; server PSS grows < 32 MiB",
+@scenario("long-line", "echo --lines: a line with no newline (up to 1 GiB sent) is refused at 1 MiB; server PSS "
+          "grows < 32 MiB",
           MODELS)
 def long_line(model: str, scale: Scale) -> Row:
     total = scale.pick(64 << 20, 1 << 30)
-    with serve(model) as server, connect(server.port) as sock:
+    with serve(model, "--lines") as server, connect(server.port) as sock:
         base = pss_mib(server)
         peak = base
         chunk = b"y" * (1 << 20)
@@ -280,7 +283,7 @@ def fd_limit(model: str, scale: Scale) -> Row:
 @scenario("sigterm", "SIGTERM: in-flight answered, new connects refused at once, exit 0; a 2nd signal exits at once; "
           "fork models: <= 1 zombie, none after 1 s", MODELS)
 def sigterm(model: str, scale: Scale) -> Row:
-    server = start_server("echo", "--model", model, "--port", "0", "--quiet", "--delay", "1")
+    server = start_server("echo", "--model", model, "--port", "0", "--quiet", "--delay-each", "1")
     try:
         busy = connect(server.port)
         busy.sendall(b"in flight\n")
@@ -319,7 +322,8 @@ def sigterm(model: str, scale: Scale) -> Row:
             server.kill()
     leftover = [p for p in server.seen if alive(p)]
     # The second signal: a long drain cut short.
-    second = start_server("echo", "--model", model, "--port", "0", "--quiet", "--delay", "30", "--drain-timeout", "30")
+    second = start_server("echo", "--model", model, "--port", "0", "--quiet", "--delay-each", "30",
+                          "--drain-timeout", "30")
     try:
         slow = connect(second.port)
         slow.sendall(b"slow\n")

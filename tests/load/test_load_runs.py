@@ -150,8 +150,8 @@ def test_silent_server_times_out() -> None:
 
 @pytest.mark.parametrize("model", ["uvloop", "thread"])
 def test_line_mode_against_the_chapter_echo(model: str) -> None:
-    """The default mode checks every ``Echo=>`` reply of a real ``sockkit serve echo``."""
-    with running("echo", "--model", model, "--port", "0", "--quiet") as server:
+    """The default mode checks every ``Echo=>`` reply of a real ``sockkit serve echo --lines``."""
+    with running("echo", "--model", model, "--lines", "--port", "0", "--quiet") as server:
         result = run_load(plan(server.port, raw=False, requests=300, sizes=(20, 3000)))
     assert result.stats.requests == 300
     assert result.stats.failures == 0

@@ -95,8 +95,8 @@ def test_large_raw_message_split_by_tcp(model, late_reader):
 
 
 def test_line_split_and_joined_segments(model):
-    """Lines cut across segments or packed into one get exactly one reply each."""
-    with running("echo", "--model", model, "--port", "0", "--quiet") as server, \
+    """--lines: lines cut across segments or packed into one get exactly one reply each."""
+    with running("echo", "--model", model, "--lines", "--port", "0", "--quiet") as server, \
             socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"He")
         time.sleep(0.05)
@@ -184,8 +184,9 @@ def test_no_zombies_after_a_hundred_fork_clients(model):
 
 
 def test_sigterm_drains_in_flight_and_leaves_nothing(model):
-    """SIGTERM: a request in flight is still answered, an idle client is let go, exit 0, no process left."""
-    with running("echo", "--model", model, "--port", "0", "--delay", "1", "--quiet") as server:
+    """SIGTERM: a request in flight (read, inside its --delay-each wait) is still answered, exit 0,
+    no process left."""
+    with running("echo", "--model", model, "--port", "0", "--delay-each", "1", "--quiet") as server:
         busy = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         busy.sendall(b"in flight\n")
         time.sleep(0.3)  # the request is now inside its one-second delay
@@ -282,7 +283,7 @@ def test_port_in_use_is_a_clear_error():
 def test_trickling_request_hits_an_absolute_deadline(model):
     """A client sending one byte of a line every 0.2 s (never idle for long) is still cut off at
     --request-timeout, though the idle timeout alone would never fire."""
-    with running("echo", "--model", model, "--port", "0", "--quiet", "--idle-timeout", "5",
+    with running("echo", "--model", model, "--lines", "--port", "0", "--quiet", "--idle-timeout", "5",
                  "--request-timeout", "1") as server, \
             socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         started = time.monotonic()

@@ -35,7 +35,7 @@ class Scenario:
         return dict(self.skip).get(target)
 
 
-NO_PEERS_WHY = "the peers are bare echoes without --delay"
+NO_PEERS_WHY = "the peers are bare echoes without --delay-each"
 IDLE_SKIP = (*ONE_AT_A_TIME, *WORKER_PER_CLIENT,
              ("socketserver", "ThreadingTCPServer, the same as the thread model and its peer"),
              ("threading-tcpserver-1cpu", "shown for the active-connection scenarios only"))
@@ -45,7 +45,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("one", "1 connection x 1 KiB", connections=1, skip=()),
     Scenario("hundred", "100 connections x 1 KiB", connections=100),
     Scenario("large", "10 connections x 100 KiB", size=100 * 1024),
-    Scenario("slow", "50 connections, --delay 0.05", connections=50, delay=0.05, peers=False),
+    Scenario("slow", "50 connections, --delay-each 0.05", connections=50, delay=0.05, peers=False),
     Scenario("idle1k", "1,000 idle + 10 active connections", idle=1000,
              skip=(*IDLE_SKIP, ("fork-signal", "same as fork"))),
     Scenario("idle10k", "10,000 idle + 10 active connections", idle=10_000,

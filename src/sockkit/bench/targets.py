@@ -29,14 +29,14 @@ class Target:
     #: The peer a model is compared with ("" for peers and for models with no like-for-like peer).
     peer: str = ""
     env: dict[str, str] = field(default_factory=dict)
-    #: Only peers that implement --delay can run the slow-request scenario (none do: they are bare echoes).
+    #: Only peers that implement --delay-each can run the slow-request scenario (none do: they are bare echoes).
     delay: bool = False
 
     def command(self, *, delay: float = 0.0, max_connections: int = 0, workers: int = 0) -> list[str]:
         args = [*self.base, "--port", "0"]
         if self.kind == "model":
             if delay:
-                args += ["--delay", f"{delay:g}"]
+                args += ["--delay-each", f"{delay:g}"]  # per request: a slow request, not a slow connect
             if max_connections:
                 args += ["--max-connections", str(max_connections)]
             if workers and catalog.MODELS[self.name].workers == "threads":

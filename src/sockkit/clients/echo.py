@@ -1,7 +1,16 @@
 """The chapter's echo client: one message per argument, one reply printed per message.
 
-Unlike the chapter's single ``recv(1024)``, each reply is read to its end (a newline in line
-mode, the message's length in raw mode), however TCP splits or joins the segments.
+Three ways to know where a reply ends, one per server framing (``serve echo``'s options):
+* default -- as Example 10-2: the message goes out with no newline, and the reply is ``Echo=>`` +
+  that message + whatever the server adds (`` at <server time>`` from the chapter's stamped
+  servers, Examples 10-4..10-9). Such a reply carries no end marker, and the chapter's client
+  trusted one ``recv(1024)`` to hold it whole. Here a reply runs until the next one begins: once the
+  echo of a message has arrived, the next message goes out (as the chapter's client sends it after
+  its ``recv``), and the bytes before that message's ``Echo=>`` close the reply; the last reply
+  runs to the end of the stream, after our half-close. However TCP splits or joins the bytes, each
+  reply is printed whole and in its place.
+* ``lines`` -- ``serve echo --lines``: each message is sent as a line, each reply is a line.
+* ``raw`` -- ``serve echo --raw``: the reply is the message's bytes, exactly.
 """
 
 from __future__ import annotations
@@ -10,6 +19,10 @@ import socket
 from collections.abc import Iterable, Iterator
 
 from sockkit.clients.connect import connect
+
+PREFIX = b"Echo=>"
+#: Most bytes one reply may hold before we give up on finding its end (no server of ours comes near).
+MAX_REPLY = 1 << 24
 
 
 class ReplyError(ConnectionError):
@@ -22,42 +35,82 @@ class ReplyReader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
+        self.ended = False
 
-    def line(self, limit: int = 1 << 24) -> bytes:
+    def line(self) -> bytes:
         while (end := self.buffer.find(b"\n")) < 0:
-            if len(self.buffer) > limit:
-                raise ReplyError(f"reply longer than {limit} bytes without a newline")
-            self._more()
-        reply = bytes(self.buffer[:end])
-        del self.buffer[: end + 1]
-        return reply
+            self._more_or_fail()
+        return self.take(end + 1)[:-1]
 
     def exactly(self, count: int) -> bytes:
         while len(self.buffer) < count:
+            self._more_or_fail()
+        return self.take(count)
+
+    def echo_of(self, payload: bytes, after: int) -> int:
+        """Wait until ``Echo=>`` + ``payload`` has arrived, its ``Echo=>`` at ``after`` or later;
+        where that reply starts. ``after`` is the least length of the reply before it."""
+        while True:
+            start = self.buffer.find(PREFIX, after)
+            if start >= 0 and len(self.buffer) - start >= len(PREFIX) + len(payload):
+                return start
+            if start < 0 and after == 0 and len(self.buffer) >= len(PREFIX):
+                shown = bytes(self.buffer[:40])
+                raise ReplyError(f"the reply {shown!r} does not start with 'Echo=>' (a raw echo server? use --raw)")
+            self._more_or_fail()
+
+    def rest(self) -> bytes:
+        """Everything up to the end of the stream."""
+        while not self.ended:
             self._more()
+        return self.take(len(self.buffer))
+
+    def take(self, count: int) -> bytes:
         reply = bytes(self.buffer[:count])
         del self.buffer[:count]
         return reply
 
+    def _more_or_fail(self) -> None:
+        if len(self.buffer) > MAX_REPLY:
+            raise ReplyError(f"a reply longer than {MAX_REPLY} bytes never ended")
+        self._more()
+        if self.ended:
+            raise ReplyError("server closed the connection before replying in full")
+
     def _more(self) -> None:
         chunk = self.sock.recv(1 << 16)
         if not chunk:
-            raise ReplyError("server closed the connection before replying in full")
+            self.ended = True
         self.buffer += chunk
 
 
-def exchange(host: str, port: int, messages: Iterable[str], raw: bool = False,
+def exchange(host: str, port: int, messages: Iterable[str], raw: bool = False, lines: bool = False,
              timeout: float | None = 30.0) -> Iterator[str]:
-    """Send each message and yield the server's reply to it, as text."""
+    """Send each message and yield the server's reply to it, as text (see the module doc)."""
     with connect(host, port, timeout) as sock:
         reader = ReplyReader(sock)
-        for message in messages:
-            payload = message.encode()
-            if raw:
-                sock.sendall(payload)
-                reply = reader.exactly(len(payload))
-            else:
-                sock.sendall(payload + b"\n")
-                reply = reader.line().rstrip(b"\r")
-            yield reply.decode(errors="backslashreplace")
-        sock.shutdown(socket.SHUT_WR)
+        if raw or lines:
+            for message in messages:
+                payload = message.encode()
+                sock.sendall(payload if raw else payload + b"\n")
+                reply = reader.exactly(len(payload)) if raw else reader.line().rstrip(b"\r")
+                yield reply.decode(errors="backslashreplace")
+            sock.shutdown(socket.SHUT_WR)
+            return
+        yield from _chunk_replies(sock, reader, messages)
+
+
+def _chunk_replies(sock: socket.socket, reader: ReplyReader, messages: Iterable[str]) -> Iterator[str]:
+    shortest = 0  # the least length of the reply not yet yielded (0: none is waiting)
+    for message in messages:
+        payload = message.encode()
+        if not payload:
+            raise ValueError("an empty message cannot be sent without --lines: TCP carries no empty message")
+        sock.sendall(payload)
+        start = reader.echo_of(payload, shortest)
+        if shortest:
+            yield reader.take(start).decode(errors="backslashreplace")
+        shortest = len(PREFIX) + len(payload)
+    sock.shutdown(socket.SHUT_WR)
+    if shortest:
+        yield reader.rest().decode(errors="backslashreplace")

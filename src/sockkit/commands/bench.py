@@ -132,7 +132,7 @@ def run_models(args: argparse.Namespace) -> int:
             else:
                 runnable.append(target)
         if peers and not scenario.peers:
-            skipped.setdefault(name, {})["peers"] = "the peers are bare echoes without --delay"
+            skipped.setdefault(name, {})["peers"] = "the peers are bare echoes without --delay-each"
         if scenario.idle and scenario.idle + 100 > soft:
             skipped.setdefault(name, {})["all"] = f"needs {scenario.idle + 100} descriptors, the limit is {soft}"
             continue

@@ -13,13 +13,18 @@ DEFAULT_MESSAGE = "Hello network world"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("echo", help="send messages to an echo server, print each reply",
-                                   description="The chapter's echo client: one message per argument.")
+    parser = subparsers.add_parser(
+        "echo", help="send messages to an echo server, print each reply",
+        description="The chapter's echo client: one message per argument, sent as the chapter's client "
+                    "sends it (no newline); works against `sockkit serve echo` and the chapter's own servers.")
     parser.add_argument("server", nargs="?", default="localhost", metavar="HOST[:PORT]",
                         help=f"server (default localhost:{DEFAULT_PORT}; [::1]:PORT for IPv6)")
     parser.add_argument("messages", nargs="*", metavar="MESSAGE", help=f"default: {DEFAULT_MESSAGE!r}")
     parser.add_argument("--port", type=int, default=None, help="port, if not given as HOST:PORT")
-    parser.add_argument("--raw", action="store_true", help="the server echoes raw bytes (serve echo --raw)")
+    framing = parser.add_mutually_exclusive_group()
+    framing.add_argument("--lines", action="store_true",
+                         help="send each message as a line, read one line back (serve echo --lines)")
+    framing.add_argument("--raw", action="store_true", help="the server echoes raw bytes (serve echo --raw)")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                         help="give up on a silent server after this long (default %(default)s)")
     parser.set_defaults(handler=run)
@@ -29,12 +34,17 @@ def run(args) -> int:
     host, port = split_host_port(args.server, args.port or DEFAULT_PORT)
     messages = args.messages or [DEFAULT_MESSAGE]
     try:
-        for reply in exchange(host, port, messages, raw=args.raw, timeout=args.timeout):
+        for reply in exchange(host, port, messages, raw=args.raw, lines=args.lines, timeout=args.timeout):
             print("Client received:", repr(reply), flush=True)
     except ConnectFailed as exc:
         print(f"sockkit echo: {exc}", file=sys.stderr)
         return 1
-    except (ReplyError, OSError) as exc:
+    except TimeoutError:
+        hint = "" if args.lines or args.raw else \
+            " (a server started with --lines answers whole lines only: use --lines)"
+        print(f"sockkit echo: {host}:{port}: no reply within {args.timeout:g} s{hint}", file=sys.stderr)
+        return 1
+    except (ReplyError, OSError, ValueError) as exc:
         print(f"sockkit echo: {host}:{port}: {exc}", file=sys.stderr)
         return 1
     return 0

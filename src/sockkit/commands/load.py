@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("--processes", "-P", type=int, default=1, metavar="P",
                         help="worker processes, each with its own event loop (default 1)")
     parser.add_argument("--raw", action="store_true", help="byte-exact echo (sockkit serve echo --raw, RFC 862); "
-                                                           "default: the chapter's Echo=> replies, each checked")
+                                                           "default: Echo=> lines, each checked (serve echo --lines)")
     parser.add_argument("--verify", action="store_true", help="raw mode: also check every reply byte")
     parser.add_argument("--churn", action="store_true", help="a new connection for every request")
     parser.add_argument("--warmup", type=float, default=0.0, metavar="S", help="unmeasured seconds first")

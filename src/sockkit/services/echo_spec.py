@@ -10,19 +10,27 @@ from sockkit.services.echo import DEFAULT_PORT, MAX_LINE, EchoService
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--raw", action="store_true", help="echo bytes unchanged (RFC 862), no Echo=> prefix")
-    parser.add_argument("--stamp", action="store_true", help="append ' at <server time>' to each reply")
+    framing = parser.add_mutually_exclusive_group()
+    framing.add_argument("--lines", action="store_true",
+                         help="one reply per newline-terminated line (default: one per chunk received, as the "
+                              "chapter's server)")
+    framing.add_argument("--raw", action="store_true", help="echo bytes unchanged (RFC 862), no Echo=> prefix")
+    parser.add_argument("--stamp", action="store_true", help="append ' at <server time>' to each reply, made when "
+                                                             "it is sent")
     parser.add_argument("--delay", type=float, default=0.0, metavar="SECONDS",
-                        help="simulate a slow request: wait this long before each reply")
+                        help="simulate a slow request the chapter's way: each connection waits this long before "
+                             "its first read (other clients never wait)")
+    parser.add_argument("--delay-each", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long before every reply instead (each chunk, or each line with --lines)")
     parser.add_argument("--max-line", type=int, default=MAX_LINE, metavar="BYTES",
-                        help=f"longest line accepted in line mode (default {MAX_LINE})")
+                        help=f"longest line accepted with --lines (default {MAX_LINE})")
 
 
 def build(args: argparse.Namespace) -> EchoService:
-    if args.delay < 0:
-        raise ValueError("--delay must be zero or more")
-    return EchoService(raw=args.raw, delay=args.delay, stamp=time.ctime if args.stamp else None,
-                       max_line=args.max_line)
+    if args.delay < 0 or args.delay_each < 0:
+        raise ValueError("--delay and --delay-each must be zero or more")
+    return EchoService(raw=args.raw, lines=args.lines, delay=args.delay, delay_each=args.delay_each,
+                       stamp=time.ctime if args.stamp else None, max_line=args.max_line)
 
 
 SPEC = ServiceSpec(name="echo", help="the chapter's echo service (Echo=> replies)", default_port=DEFAULT_PORT,
