@@ -268,3 +268,107 @@ def test_getfile_and_the_chapter_still_work_on_the_same_service(tree):
     assert out.startswith(b"OK1 12 0 ") and out.endswith(b"hello world\n")
     out, closed = carry_out(service.connect(PEER).receive(b"hello.txt\n"))
     assert out == b"hello world\n" and closed
+
+
+# -- uploads: PUT and the page's form, through getfile's Upload ------------------------------------------
+
+
+def form_body(boundary: str, filename: str, data: bytes, overwrite: bool = False, file_last: bool = True) -> bytes:
+    """A multipart/form-data body as a browser writes the page's form."""
+    parts = []
+    if overwrite:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\n1\r\n'.encode())
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    if not file_last:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="late"\r\n\r\nx\r\n'.encode())
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+FORM = {"Content-Type": "multipart/form-data; boundary=----WebKitFormBoundaryX1", "Origin": "http://127.0.0.1:8000",
+        "Sec-Fetch-Site": "same-origin"}
+
+
+def test_put_stores_a_new_file_and_never_overwrites_unless_asked(tree):
+    client = client_for(tree, allow_upload=True)
+    stored = client.request("PUT", "/sub/new.bin", body=b"fresh bytes")
+    assert stored.status == 201 and stored.header("location") == "/sub/new.bin"
+    assert (tree / "sub" / "new.bin").read_bytes() == b"fresh bytes"
+    again = client.request("PUT", "/hello.txt", body=b"replaced?")
+    assert again.status == 409 and (tree / "hello.txt").read_bytes() == b"hello world\n"
+    assert client.closed  # refused before its body: the connection ends rather than read it
+    client = client_for(tree, allow_upload=True)
+    assert client.request("PUT", "/hello.txt?overwrite", body=b"replaced").status == 201
+    assert (tree / "hello.txt").read_bytes() == b"replaced"
+    assert client.request("GET", "/sub/new.bin").body == b"fresh bytes"  # the connection goes on
+
+
+def test_put_refusals(tree):
+    assert client_for(tree).request("PUT", "/x", body=b"x").status == 405  # uploads are off
+    assert client_for(tree, allow_upload=True).request("PUT", "/../escaped", body=b"x").status == 403
+    assert client_for(tree, allow_upload=True).request("PUT", "/sub/", body=b"x").status == 405
+    assert client_for(tree, allow_upload=True).raw(
+        b"PUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n").status == 411
+    cross = client_for(tree, allow_upload=True).request("PUT", "/c", {"Origin": "http://evil.example"}, b"x")
+    assert cross.status == 403
+    assert not (tree.parent / "escaped").exists() and not (tree / "c").exists()
+    assert sorted(p.name for p in tree.iterdir()) == ["empty", "escape", "hello.txt", "sub"]  # no temporary file
+
+
+def test_a_put_cut_short_leaves_nothing(tree):
+    conn = service_for(tree, allow_upload=True).connect(PEER)
+    carry_out(conn.receive(b"PUT /partial HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 40))
+    carry_out(conn.receive(b""))
+    conn.close()
+    assert not (tree / "partial").exists()
+    assert sorted(p.name for p in tree.iterdir()) == ["empty", "escape", "hello.txt", "sub"]
+
+
+def test_put_waits_for_100_continue(tree):
+    conn = service_for(tree, allow_upload=True).connect(PEER)
+    out, _ = carry_out(conn.receive(b"PUT /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"))
+    assert out.startswith(b"HTTP/1.1 100 ")
+    out, _ = carry_out(conn.receive(b"abc"))
+    assert status_of(out) == 201 and (tree / "c").read_bytes() == b"abc"
+
+
+@pytest.mark.parametrize("chunks", [1, 7, 300])
+def test_the_form_stores_its_file_and_sends_the_browser_back(tree, chunks):
+    data = os.urandom(5000)
+    body = form_body("----WebKitFormBoundaryX1", "report \u00e9t\u00e9.pdf", data)
+    reply = client_for(tree, allow_upload=True).request("POST", "/sub/", FORM, body, chunks=chunks)
+    assert reply.status == 303
+    assert reply.header("location") == "/sub/?uploaded=report%20%C3%A9t%C3%A9.pdf"
+    assert (tree / "sub" / "report \u00e9t\u00e9.pdf").read_bytes() == data
+
+
+def test_the_form_overwrites_only_when_ticked(tree):
+    client = client_for(tree, allow_upload=True)
+    body = form_body("----WebKitFormBoundaryX1", "hello.txt", b"new")
+    refused = client.request("POST", "/", {**FORM, "Accept": "text/html"}, body)
+    assert refused.status == 409 and b"exists on the server" in refused.body
+    assert (tree / "hello.txt").read_bytes() == b"hello world\n"
+    client = client_for(tree, allow_upload=True)
+    ticked = form_body("----WebKitFormBoundaryX1", "hello.txt", b"new", overwrite=True)
+    assert client.request("POST", "/", FORM, ticked).status == 303
+    assert (tree / "hello.txt").read_bytes() == b"new"
+
+
+def test_a_form_whose_file_is_not_last_stores_nothing(tree):
+    body = form_body("----WebKitFormBoundaryX1", "late.bin", b"data", file_last=False)
+    assert client_for(tree, allow_upload=True).request("POST", "/", FORM, body).status == 400
+    assert not (tree / "late.bin").exists()
+
+
+def test_a_form_from_another_site_is_refused(tree):
+    body = form_body("----WebKitFormBoundaryX1", "csrf.txt", b"x")
+    evil = {**FORM, "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+    assert client_for(tree, allow_upload=True).request("POST", "/", evil, body).status == 403
+    assert not (tree / "csrf.txt").exists()
+
+
+def test_uploads_need_the_token_too(tree):
+    client = client_for(tree, allow_upload=True, token="s3cret")
+    assert client.request("PUT", "/t", body=b"x").status == 401
+    assert client_for(tree, allow_upload=True, token="s3cret").request(
+        "PUT", "/t", {"Authorization": "Bearer s3cret"}, b"x").status == 201

@@ -24,10 +24,11 @@ import h11
 
 from sockkit.protocols.getfile import ErrorCode
 from sockkit.services.actions import CLOSE, Action, Peer, Send, SendFile
-from sockkit.services.getfile.http.access import CHALLENGES, presented_token
+from sockkit.services.getfile.http.access import CHALLENGES, from_elsewhere, presented_token
 from sockkit.services.getfile.http.answers import REASONS, Answer, Request, error_answer, status_for
 from sockkit.services.getfile.http.resources import serve_read
 from sockkit.services.getfile.http.target import BadTarget, parse_target
+from sockkit.services.getfile.http.uploads import FormSink, PutSink, UploadRefused
 from sockkit.services.getfile.root import Refused
 from sockkit.services.getfile.transfers import Transfers
 
@@ -39,6 +40,7 @@ MAX_PIPELINED = 128
 #: Log lines per connection; past it refusals are counted and summed up in one line at close.
 MAX_LOG_LINES = 20
 ALLOWED_READ = ("GET", "HEAD")
+ALLOWED_WRITE = ("PUT", "POST")
 
 
 class _Span:
@@ -121,7 +123,11 @@ class HttpConnection:
                 self._request(event, actions)
             elif kind is h11.Data:
                 if self.sink is not None:
-                    self.sink.feed(event.data)
+                    refusal = self.sink.feed(event.data)
+                    if refusal is not None:  # refused before storing anything: answer, read no more of it
+                        self._drop_sink()
+                        refusal.close = True
+                        self._send(refusal, actions)
             elif kind is h11.EndOfMessage:
                 if self.sink is not None:
                     sink, self.sink = self.sink, None
@@ -159,11 +165,32 @@ class HttpConnection:
                                       retry=refused.code is ErrorCode.BUSY)
             self._send(answer, actions)
             return
-        allowed = ", ".join(ALLOWED_READ)
+        if request.method in ALLOWED_WRITE and self.service.allow_upload:
+            self._begin_upload(request, actions)
+            return
+        allowed = ", ".join(self._allowed())
         answer = error_answer(request, 405, f"{request.method} is not supported here; use {allowed}",
                               close=request.has_body)
         answer.headers.append(("Allow", allowed))
         self._send(answer, actions)
+
+    def _allowed(self) -> tuple[str, ...]:
+        return ALLOWED_READ + ALLOWED_WRITE if self.service.allow_upload else ALLOWED_READ
+
+    def _begin_upload(self, request: Request, actions: list[Action]) -> None:
+        """A PUT or the page's form: checked, then its body goes to getfile's Upload (uploads.py)."""
+        why = from_elsewhere(request.headers)
+        if why is not None:
+            self._send(error_answer(request, 403, why, close=request.has_body), actions)
+            return
+        try:
+            sink = (PutSink if request.method == "PUT" else FormSink)(self.service, request, self.transfers)
+        except UploadRefused as refused:
+            self._send(refused.answer, actions)
+            return
+        self.sink = sink
+        if self.h11.they_are_waiting_for_100_continue:
+            actions.append(Send(self.h11.send(h11.InformationalResponse(status_code=100, headers=[]))))
 
     def _authorized(self, request: Request, actions: list[Action]) -> bool:
         if self.service.token is None:
