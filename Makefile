@@ -41,8 +41,9 @@ lint: install
 bench: install
 	$(PY) -m sockkit bench models
 
-screenshots: install  # docs/img: the GUI on Xvfb (needs xvfb, xdotool, imagemagick)
+screenshots: install  # docs/img: the GUI on Xvfb (needs xvfb, xdotool, imagemagick), the HTTP listing in chromium
 	$(PY) -m sockkit.gui.screenshots --out docs/img
+	$(PY) -m tests.http.test_http_browser docs/img/http-listing.png
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .reliability

@@ -145,7 +145,7 @@ def render_page(url_path: str, root_name: str, entries: list[Entry], *, sort: st
         rows.append('<tr><td class="n" colspan="3"><i>empty folder</i></td></tr>')
     parts = [
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">',
+        '<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">',
         f"<title>{title} \u2014 sockkit</title><style>{_STYLE}</style></head><body>",
         f"<h1>{breadcrumbs(url_path, root_name)}</h1>",
     ]
@@ -184,6 +184,6 @@ def render_json(url_path: str, entries: list[Entry]) -> bytes:
 def render_message(status: int, title: str, message: str, back: str = "") -> bytes:
     """A small page for an error or a notice (also readable as text by curl)."""
     link = f'<p><a href="{html.escape(back, quote=True)}">back to the folder</a></p>' if back else ""
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{status} {html.escape(title)}'
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>{status} {html.escape(title)}'
             f"</title><style>{_STYLE}</style></head><body><h1>{status} {html.escape(title)}</h1>"
             f"<p>{html.escape(message)}</p>{link}</body></html>\n").encode()

@@ -179,8 +179,10 @@ def _folder(service, request: Request, transfers: Transfers, rel: str) -> Answer
         body = render_page(request.path, _root_name(service), entries,
                            sort=sort if sort in SORT_KEYS else "name", descending=request.query.get("order") == "desc",
                            upload=service.allow_upload, notice=_notice(request), error=request.query.get("error", ""))
+        # Not no-referrer: under it Chrome sends the form's POST with "Origin: null", which the
+        # cross-site check must refuse.
         headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Security-Policy", POLICY),
-                   ("Referrer-Policy", "no-referrer")]
+                   ("Referrer-Policy", "same-origin")]
     headers += [("Vary", "Accept"), ("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff")]
     return Answer(200, headers, [body], len(body), head_only=request.method == "HEAD")
 
