@@ -33,9 +33,14 @@ def tree(tmp_path):
 
 def wait_for(check, timeout: float = 20.0):
     """Poll ``check`` (a page condition, not a timing guess) until it holds or ``timeout`` passes."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        result = check()
+        try:
+            result = check()
+        except StaleElementReferenceException:  # the page was replaced while we read it: look again
+            result = None
         if result:
             return result
         time.sleep(0.1)

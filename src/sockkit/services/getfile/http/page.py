@@ -184,6 +184,7 @@ def render_json(url_path: str, entries: list[Entry]) -> bytes:
 def render_message(status: int, title: str, message: str, back: str = "") -> bytes:
     """A small page for an error or a notice (also readable as text by curl)."""
     link = f'<p><a href="{html.escape(back, quote=True)}">back to the folder</a></p>' if back else ""
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>{status} {html.escape(title)}'
+    return ('<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
+            f"<title>{status} {html.escape(title)}"
             f"</title><style>{_STYLE}</style></head><body><h1>{status} {html.escape(title)}</h1>"
             f"<p>{html.escape(message)}</p>{link}</body></html>\n").encode()
