@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from tests.clients.fake_getfile_server import FakeServer, Faults
@@ -127,3 +128,56 @@ def _eio_on_fsync(base: Path) -> str:
             return "EIO on fsync FAIL (final name written)"
     return "EIO on fsync refused (exit 1), no final name" if done.returncode == 1 else \
         f"EIO on fsync FAIL (exit {done.returncode})"
+
+
+#: Runs a command and prints its peak RSS (KiB) on stdout: the child's own, from its rusage.
+_PEAK_RSS = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
+             "stderr=subprocess.PIPE); sys.stderr.buffer.write(done.stderr); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)")
+
+
+def _get_tree(port: int, dest: Path, *extra: str) -> tuple[int, str, float, float]:
+    """``sockkit get -r t`` as its own process: (exit code, stderr, peak RSS in MiB, seconds)."""
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, sys.executable, "-m", "sockkit", "get", "-r", "t",
+                           "--port", str(port), "-o", str(dest), "--progress", "none", *extra],
+                          capture_output=True, text=True, timeout=600)
+    peak = int(done.stdout.strip() or 0) / 1024
+    return done.returncode, done.stderr, peak, time.monotonic() - began
+
+
+def _long_paths(count: int, length: int = 4000):
+    for index in range(count):
+        name = f"{index:08d}"
+        yield f"f 1 0 {name}/{'p' * 200}/{'q' * (length - len(name) - 202)}"
+
+
+@scenario("hostile-listing", "get -r against a server listing 100,000 paths of 4,000 bytes: refused with client "
+          "peak RSS < 128 MiB; a path 1,500 directories deep: a one-line refusal, no traceback; one entry every "
+          "0.5 s: given up at --timeout (2 s), not later", ["client"])
+def hostile_listing(model: str, scale: Scale) -> Row:
+    base = Path(tempfile.mkdtemp(prefix="sockkit-rel-listing-"))
+    try:
+        with FakeServer({}, faults=Faults(tree=_long_paths(100_000), tree_count=100_000)) as fake:
+            big_code, big_err, big_peak, _ = _get_tree(fake.port, base / "big")
+        deep = "a/" * 1500 + "x"
+        with FakeServer({}, faults=Faults(tree=[f"f 1 0 {deep}"])) as fake:
+            deep_code, deep_err, _, _ = _get_tree(fake.port, base / "deep")
+        slow = Faults(tree=(f"f 1 0 n{i}" for i in range(100)), tree_count=100, tree_pause=0.5)
+        with FakeServer({}, faults=slow) as fake:
+            slow_code, slow_err, _, slow_took = _get_tree(fake.port, base / "slow", "--timeout", "2")
+        created = sum(1 for p in base.rglob("*") if p.is_file())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    tracebacks = sum("Traceback" in err for err in (big_err, deep_err, slow_err))
+    ok = (big_code == 1 and big_peak < 128 and deep_code == 1 and "directories deep" in deep_err
+          and slow_code == 1 and slow_took < 6 and tracebacks == 0 and created == 0)
+    return Row("hostile-listing", model, f"huge listing: exit {big_code}, client peak RSS {big_peak:.0f} MiB; "
+                                         f"1,500 deep: exit {deep_code}{_said(deep_err)}; trickled: exit {slow_code} "
+                                         f"after {slow_took:.1f} s; tracebacks {tracebacks}, files created {created}",
+               ok)
+
+
+def _said(err: str) -> str:
+    lines = err.strip().splitlines()
+    return f" ({lines[-1][:90]!r})" if lines else ""

@@ -12,7 +12,7 @@ import contextlib
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import xxhash
@@ -36,7 +36,9 @@ class Faults:
     stall_after: int | None = None     # send this many body bytes, then go silent until stopped
     stall_before_header: bool = False
     error: tuple[str, str] | None = None    # answer every GET1 with ERR1 CODE MESSAGE
-    tree: list[str] | None = None           # raw listing lines for TREE1 (hostile paths)
+    tree: Iterable[str] | None = None       # raw listing lines for TREE1 (hostile paths; any iterable)
+    tree_count: int | None = None           # the count TREE1 announces (default: len(tree))
+    tree_pause: float = 0.0                 # seconds between TREE1 lines (a trickled listing)
     close_without_answer: bool = False
     ignore_version: bool = False      # always answer from offset 0 (as if the file changed)
     resume_anyway: bool = False       # resume at the asked offset even when the version differs
@@ -222,8 +224,18 @@ class FakeServer:
 
     def _listing(self, conn: socket.socket, request: wire.List | wire.Tree, faults: Faults) -> bool:
         if isinstance(request, wire.Tree) and faults.tree is not None:
-            lines = [line.encode() + b"\n" for line in faults.tree]
-            conn.sendall(wire.format_count(len(lines)) + b"".join(lines))
+            count = faults.tree_count if faults.tree_count is not None else len(faults.tree)
+            conn.sendall(wire.format_count(count))
+            batch = bytearray()
+            for line in faults.tree:  # streamed: a hostile listing may be far larger than memory allows
+                if self.stopping.is_set():
+                    return False
+                batch += line.encode() + b"\n"
+                if faults.tree_pause or len(batch) >= 1 << 16:
+                    conn.sendall(batch)
+                    batch.clear()
+                    self.stopping.wait(faults.tree_pause)
+            conn.sendall(batch)
             return True
         base = "" if request.path in ("", ".") else request.path.rstrip("/") + "/"
         entries = []

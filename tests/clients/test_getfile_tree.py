@@ -120,3 +120,77 @@ def test_interrupted_tree_resumes(tmp_path):
         if path.startswith("docs/"):
             assert (tmp_path / path).read_bytes() == data
     assert not [p for p in tree_of(tmp_path) if p.endswith(".part")]
+
+
+def _long_paths(count: int, length: int = 4000):
+    """``count`` listing lines, each naming a distinct path of ``length`` bytes (generated lazily)."""
+    for index in range(count):
+        name = f"{index:08d}"
+        yield f"f 1 0 {name}/{'p' * (length - len(name) - 1)}"
+
+
+def test_listing_past_the_protocol_bound_is_refused_in_bounded_memory(tmp_path):
+    """100,000 paths of 4,000 bytes (400 MB announced, within the entry count): refused once the
+    entry lines pass 32 MiB, having held about that much (before: ~940 MiB, then a refusal)."""
+    import tracemalloc
+
+    faults = Faults(tree=_long_paths(100_000), tree_count=100_000)
+    with FakeServer({}, faults=faults) as fake:
+        tracemalloc.start()
+        try:
+            with pytest.raises(ProtocolViolation, match="longer than 32 MiB"):
+                getfile_tree.download_tree("t", port=fake.port, dest=tmp_path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert not any(r.startswith(b"GET1") for r in fake.requests)
+    assert peak < 80 << 20, f"peak {peak >> 20} MiB"
+
+
+def test_absurd_count_is_refused_before_reading(tmp_path):
+    with FakeServer({}, faults=Faults(tree=[], tree_count=10**9)) as fake, \
+            pytest.raises(ProtocolViolation, match="announced 1000000000 entries"):
+        getfile_tree.download_tree("t", port=fake.port, dest=tmp_path)
+
+
+def test_absurdly_deep_path_is_refused_with_a_message(tmp_path):
+    """A path 1,500 directories deep: a clear refusal, nothing created (before: RecursionError)."""
+    deep = "a/" * 1500 + "x"
+    with FakeServer({}, faults=Faults(tree=[f"f 1 0 {deep}"])) as fake, \
+            pytest.raises(ProtocolViolation, match="1501 directories deep"):
+        getfile_tree.download_tree("t", port=fake.port, dest=tmp_path / "dest")
+    assert tree_of(tmp_path) == {"dest", "dest/t"}
+
+
+def test_deep_but_honest_tree_arrives(tmp_path):
+    """A file 120 directories down (within MAX_DEPTH, past DIR_CACHE) is fetched, and the walk
+    down to it is a loop: it works under a recursion limit far below its depth."""
+    import sys
+
+    path = "/".join(f"d{i}" for i in range(119)) + "/f.txt"
+    limit = sys.getrecursionlimit()
+    depth = 0
+    frame = sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    with FakeServer({f"t/{path}": b"deep\n"}) as fake:
+        sys.setrecursionlimit(depth + 80)  # room for the download's own calls, not for 120 nested ones
+        try:
+            result = getfile_tree.download_tree("t", port=fake.port, dest=tmp_path)
+        finally:
+            sys.setrecursionlimit(limit)
+    assert not result.failed and (tmp_path / "t" / path).read_bytes() == b"deep\n"
+
+
+def test_trickled_listing_ends_at_the_timeout(tmp_path):
+    """One entry every 0.5 s never lets a per-read timeout fire; the listing as a whole must
+    still arrive within --timeout (here 2 s) or the client gives up with a message."""
+    import time
+
+    faults = Faults(tree=(f"f 1 0 n{i}" for i in range(1000)), tree_count=1000, tree_pause=0.5)
+    with FakeServer({}, faults=faults) as fake:
+        began = time.monotonic()
+        with pytest.raises(TransferInterrupted, match="did not finish within 2 s"):
+            getfile_tree.download_tree("t", port=fake.port, dest=tmp_path, timeout=2)
+        took = time.monotonic() - began
+    assert took < 6, f"gave up after {took:.1f} s"

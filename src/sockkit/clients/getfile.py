@@ -382,20 +382,27 @@ def list_remote(remote_dir: str = ".", *, host: str = DEFAULT_HOST, port: int = 
     return entries
 
 
-#: A listing longer than this is refused: it bounds the memory a hostile server can make us spend.
-MAX_ENTRIES = 1_000_000
-
-
 def read_listing(session: Session, remote_dir: str) -> list[wire.Entry]:
-    fields = session.answer(f"listing {remote_dir}", path=remote_dir)
+    """The entries of a LIST1/TREE1 answer, read under three bounds a hostile server cannot lift:
+    the protocol's entry count and bytes of entry lines (what an honest server never exceeds), so
+    the memory a listing costs is bounded, and ``--timeout`` for the whole answer, so a server
+    trickling one entry at a time cannot keep us past it."""
+    deadline = time.monotonic() + session.timeout
+    what = f"listing {remote_dir}"
+    fields = session.answer(what, path=remote_dir, deadline=deadline)
     if len(fields) != 1 or not fields[0].isdigit():
         raise ProtocolViolation("a listing must start with OK1 COUNT")
     count = int(fields[0])
-    if count > MAX_ENTRIES:
-        raise ProtocolViolation(f"the server announced {count} entries (more than {MAX_ENTRIES})")
+    if count > wire.MAX_LISTING_ENTRIES:
+        raise ProtocolViolation(f"the server announced {count} entries (more than {wire.MAX_LISTING_ENTRIES})")
     entries = []
+    size = 0
     for _ in range(count):
-        line = session.read_line("reading a listing")
+        line = session.read_line(what, deadline=deadline)
+        size += len(line) + 1
+        if size > wire.MAX_LISTING_BYTES:
+            raise ProtocolViolation(f"the server's listing of {printable(remote_dir)} is longer than "
+                                    f"{wire.MAX_LISTING_BYTES >> 20} MiB; nothing was fetched")
         try:
             entries.append(wire.parse_entry(line))
         except (wire.ProtocolError, UnicodeDecodeError) as exc:

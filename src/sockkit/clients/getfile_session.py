@@ -124,13 +124,21 @@ class Session:
         self.send(wire.format_request(request))
 
     # -- receiving -----------------------------------------------------------------------------
-    def _fill(self, what: str) -> None:
-        """More bytes into ``pending``. ``what`` (raw: it may hold a server-supplied path) is escaped
-        only when it goes into a message, so the common path pays nothing for it."""
-        self.sock.settimeout(self.timeout)
+    def _fill(self, what: str, deadline: float | None = None) -> None:
+        """More bytes into ``pending``, within ``timeout`` and before ``deadline`` (monotonic; for
+        an answer that must arrive whole in time). ``what`` (raw: it may hold a server-supplied
+        path) is escaped only when it goes into a message, so the common path pays nothing for it."""
+        wait = self.timeout
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+            if wait <= 0:
+                raise self._late(what)
+        self.sock.settimeout(wait)
         try:
             chunk = self.sock.recv(1 << 16)
         except TimeoutError:
+            if deadline is not None and wait < self.timeout:
+                raise self._late(what) from None
             raise TransferInterrupted(
                 f"no answer from the server within {self.timeout:g} s ({printable(what)})") from None
         except OSError as exc:
@@ -145,8 +153,12 @@ class Session:
         self.received_any = True
         self.pending += chunk
 
-    def read_line(self, what: str = "waiting for an answer") -> bytes:
-        """One answer line without its newline; bounded by MAX_LINE."""
+    def _late(self, what: str) -> TransferInterrupted:
+        return TransferInterrupted(f"the server did not finish within {self.timeout:g} s ({printable(what)}); "
+                                   "a slow but honest server needs a longer --timeout")
+
+    def read_line(self, what: str = "waiting for an answer", deadline: float | None = None) -> bytes:
+        """One answer line without its newline; bounded by MAX_LINE (and ``deadline``: see _fill)."""
         for _ in range(wire.MAX_LINE + 2):  # bounded: each turn adds at least one byte or raises
             end = self.pending.find(b"\n", 0, wire.MAX_LINE)
             if end >= 0:
@@ -155,15 +167,15 @@ class Session:
                 return line.removesuffix(b"\r")
             if len(self.pending) >= wire.MAX_LINE:
                 raise ProtocolViolation(f"the server sent a line longer than {wire.MAX_LINE} bytes ({printable(what)})")
-            self._fill(what)
+            self._fill(what, deadline)
         raise ProtocolViolation("the server's answer never ended")
 
-    def answer(self, what: str, path: str | None = None) -> list[str]:
+    def answer(self, what: str, path: str | None = None, deadline: float | None = None) -> list[str]:
         """The fields of the next ``OK1`` answer; an ``ERR1`` becomes RemoteError."""
         if self.unanswered_auth:
             self.unanswered_auth = False
-            self.answer("presenting the token")
-        line = self.read_line(what)
+            self.answer("presenting the token", deadline=deadline)
+        line = self.read_line(what, deadline)
         try:
             parsed = wire.parse_answer(line)
         except wire.ProtocolError:

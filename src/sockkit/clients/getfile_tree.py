@@ -2,7 +2,9 @@
 
 Rules this module keeps:
 * Every path in the TREE1 answer is checked before anything is fetched: relative, no empty, ``.``
-  or ``..`` component, no duplicate. One bad path and nothing is fetched (the server is hostile).
+  or ``..`` component, no duplicate, at most ``MAX_DEPTH`` components. One bad path and nothing is
+  fetched (the server is hostile). The listing itself is bounded in entries, bytes and time
+  (``read_listing``); a path's components are kept only while its file is being fetched.
 * Local directories are created and entered one component at a time with ``O_NOFOLLOW`` relative
   to the destination's descriptor, so a symlink in the local tree never leads a write outside it.
 * Each file gets every rule of a single download (part file, digest, fsync, no-replace rename).
@@ -72,6 +74,9 @@ BATCH_FILES = 2048
 BATCH_BYTES = 256 << 20
 #: Directory descriptors kept open at once (a deep or wide tree must not exhaust the fd limit).
 DIR_CACHE = 64
+#: Deepest path accepted in a tree, in components: twice what a sockkit server lists (TREE1 stops
+#: at 64 levels). A path 1,500 directories deep is refused with a message, never walked.
+MAX_DEPTH = 128
 
 
 class TreeResult:
@@ -99,6 +104,9 @@ def safe_components(path: str) -> list[str]:
         raise ProtocolViolation(f"the server listed an unsafe path {printable(path, 120)!r}; nothing was fetched")
     if any(len(part.encode("utf-8", "surrogateescape")) > localfs.NAME_MAX for part in parts):
         raise ProtocolViolation(f"the server listed a name too long for a file {printable(path, 120)!r}")
+    if len(parts) > MAX_DEPTH:
+        raise ProtocolViolation(f"the server listed a path {len(parts)} directories deep (more than {MAX_DEPTH}): "
+                                f"{printable(path, 60)!r}...; nothing was fetched")
     return parts
 
 
@@ -111,18 +119,25 @@ class DirectoryCache:
         self.parts: dict[tuple[str, ...], dict[str, list[localfs.PartFile]]] = {}
 
     def get(self, components: tuple[str, ...]) -> int:
+        """The descriptor of the directory ``components`` names, created if missing.
+
+        A loop, not recursion: from the deepest directory already open, one level at a time (each
+        just opened is the newest entry, so evicting the oldest never closes the one in use)."""
         if not components:
             return self.root_fd
-        fd = self.open.get(components)
-        if fd is not None:
-            self.open.move_to_end(components)
-            return fd
-        parent = self.get(components[:-1])
-        fd = localfs.open_subdirectory(parent, components[-1], create=True)
-        self.open[components] = fd
-        if len(self.open) > DIR_CACHE:
-            _, old = self.open.popitem(last=False)
-            os.close(old)
+        have = len(components)
+        while have and components[:have] not in self.open:
+            have -= 1
+        fd = self.root_fd
+        if have:
+            fd = self.open[components[:have]]
+            self.open.move_to_end(components[:have])
+        for depth in range(have + 1, len(components) + 1):
+            fd = localfs.open_subdirectory(fd, components[depth - 1], create=True)
+            self.open[components[:depth]] = fd
+            if len(self.open) > DIR_CACHE:
+                _, old = self.open.popitem(last=False)
+                os.close(old)
         return fd
 
     def parts_in(self, components: tuple[str, ...]) -> dict[str, list[localfs.PartFile]]:
@@ -234,15 +249,16 @@ def download_tree(remote_dir: str, *, host: str = DEFAULT_HOST, port: int = DEFA
         with Session(host, port, timeout=timeout, token=token, tls=tls) as session:
             session.request(wire.Tree(remote_dir))
             entries = read_listing(session, remote_dir)
-            checked = [(entry, safe_components(entry.path)) for entry in entries]
+            for entry in entries:  # every path checked before anything is done; components not kept
+                safe_components(entry.path)
             if len({entry.path for entry in entries}) != len(entries):
                 raise ProtocolViolation("the server listed the same path twice; nothing was fetched")
-            for entry, components in checked:
+            for entry in entries:
                 if entry.kind == "d":
                     with contextlib.suppress(SockkitError):
-                        dirs.get(tuple(components))
-            files = [(entry, components) for entry, components in checked if entry.kind == "f"]
-            total = sum(entry.size for entry, _ in files)
+                        dirs.get(tuple(safe_components(entry.path)))
+            files = [entry for entry in entries if entry.kind == "f"]
+            total = sum(entry.size for entry in files)
             localfs.check_space(root_fd, total, str(result.root))
             reporter = Reporter(progress, total, 0, start)
             batch = CommitBatch(dirs, result, force, durable)
@@ -268,7 +284,7 @@ def remote_join(remote_dir: str, relative: str) -> str:
     return relative if base in ("", ".") else f"{base}/{relative}"
 
 
-def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, list[str]]], dirs: DirectoryCache,
+def fetch_all(session: Session, remote_dir: str, files: list[wire.Entry], dirs: DirectoryCache,
               batch: CommitBatch, reporter: Reporter, *, force: bool, cancel: threading.Event | None,
               limiter: RateLimiter | None, timeout: float) -> None:
     buffer = Buffer()
@@ -284,11 +300,11 @@ def fetch_all(session: Session, remote_dir: str, files: list[tuple[wire.Entry, l
         refill = len(in_flight) <= WINDOW // 2
         while (refill and not exhausted and len(in_flight) < WINDOW and in_flight_bytes + len(outgoing) < WINDOW_BYTES
                and in_flight_large < WINDOW_LARGE):
-            item = next(queue, None)
-            if item is None:
+            entry = next(queue, None)
+            if entry is None:
                 exhausted = True
                 break
-            entry, components = item
+            components = safe_components(entry.path)
             plan = prepare(entry, components, dirs, batch.result, reporter, force=force)
             if plan is None:
                 continue

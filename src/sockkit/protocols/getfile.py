@@ -17,6 +17,11 @@ MAX_LINE = 4096
 #: Longest path after decoding (bytes of UTF-8).
 MAX_PATH = 4000
 DIGEST_ALGORITHM = "xxh3-128"
+#: Most entries, and most bytes of entry lines, in one LIST1/TREE1 answer: the server refuses a
+#: directory past either (``not-permitted``), and the client refuses an answer past either, so a
+#: hostile server cannot make it hold more (100,000 ordinary names are ~6 MiB).
+MAX_LISTING_ENTRIES = 100_000
+MAX_LISTING_BYTES = 32 << 20
 
 VERBS = ("GET1", "LIST1", "TREE1", "PUT1", "AUTH1")
 

@@ -14,13 +14,20 @@ import errno
 import os
 import stat
 
-from sockkit.protocols.getfile import Entry, ErrorCode, format_count, format_entry
+from sockkit.protocols.getfile import (
+    MAX_LISTING_BYTES,
+    MAX_LISTING_ENTRIES,
+    Entry,
+    ErrorCode,
+    format_count,
+    format_entry,
+)
 from sockkit.services.getfile.root import Refused, Walk, is_reserved
 
 #: Most entries in one answer: a tree this large is better fetched a subdirectory at a time.
-MAX_ENTRIES = 100_000
-#: Most bytes in one answer, for the same reason (100,000 ordinary names are ~6 MiB).
-MAX_BYTES = 32 << 20
+MAX_ENTRIES = MAX_LISTING_ENTRIES
+#: Most bytes in one answer, for the same reason (the client refuses more, too).
+MAX_BYTES = MAX_LISTING_BYTES
 #: Errors that mean "the server is short of resources", never "this entry is gone".
 EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 #: Deepest directory TREE1 descends into (each level holds one descriptor while it is walked).
