@@ -412,14 +412,16 @@ class Run:
     server_rss: int
     ok: bool = True
     error: str = ""
+    #: What this run did, when the client decides it (wrk runs for a time: its requests); 0: the row's amount.
+    count: float = 0.0
 
 
 @dataclass
 class Row:
     case: str
     peer: str
-    unit: str  # "MB/s" or "files/s"
-    amount: float  # bytes (MB/s) or files (files/s) per run
+    unit: str  # "MB/s", "files/s" or "req/s"
+    amount: float  # bytes (MB/s), files (files/s) per run; requests (req/s) come from each run's count
     note: str = ""
     runs: list[Run] = field(default_factory=list)
     skipped: str = ""
@@ -430,31 +432,37 @@ class Row:
 
     @property
     def rate(self) -> float:
+        counted = [r.count / r.wall for r in self.runs if r.ok and r.count and r.wall]
+        if counted:
+            return statistics.median(counted)
         wall = self.median("wall")
         if not wall or wall != wall:
             return float("nan")
         return self.amount / wall / (1e6 if self.unit == "MB/s" else 1)
 
 
-def run_clients(commands: list[list[str]], env: dict[str, str] | None, timeout: float = CLIENT_TIMEOUT
-                ) -> tuple[float, float, str]:
-    """Start every command at once, wait for all; (wall s, client CPU s, first error or "")."""
+def run_clients(commands: list[list[str]], env: dict[str, str] | None, timeout: float = CLIENT_TIMEOUT,
+                outputs: list[bytes] | None = None) -> tuple[float, float, str]:
+    """Start every command at once, wait for all; (wall s, client CPU s, first error or ""). With
+    ``outputs``, each command's standard output is appended to it."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     procs = []
     error = ""
     try:
         for argv in commands:
-            procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                          stdin=subprocess.DEVNULL, env=env))
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE if outputs is not None else subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env))
         deadline = time.monotonic() + timeout
         for proc in procs:
             try:
-                _, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+                out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
-                _, err = proc.communicate()
+                out, err = proc.communicate()
                 error = error or f"{commands[0][0]}: timed out after {timeout:g} s"
+            if outputs is not None:
+                outputs.append(out or b"")
             if proc.returncode and not error:
                 last = (err.decode(errors="replace").strip().splitlines() or [""])[-1]
                 error = f"{Path(proc.args[0]).name} exit {proc.returncode}: {last[-200:]}"
@@ -479,15 +487,21 @@ class Job:
     env: dict[str, str] | None = None
     after: Callable[[], None] | None = None
     failed: bool = False
+    #: Reads what a run did from its clients' output (wrk's request count); None: the row's amount.
+    count_from: Callable[[list[bytes]], tuple[float, str]] | None = None
 
 
 def run_once(job: Job, warm_up: bool) -> None:
     commands = job.make_commands()
     pid = job.server.proc.pid
     cpu_before = tree_cpu(pid)
+    outputs: list[bytes] | None = [] if job.count_from is not None else None
     with PeakSampler(pid) as peak:
-        wall, client_cpu, error = run_clients(commands, job.env)
+        wall, client_cpu, error = run_clients(commands, job.env, outputs=outputs)
     server_cpu = tree_cpu(pid) - cpu_before
+    count = 0.0
+    if job.count_from is not None and not error:
+        count, error = job.count_from(outputs)
     if job.after is not None:
         job.after()
     if error:
@@ -495,7 +509,7 @@ def run_once(job: Job, warm_up: bool) -> None:
         print(f"    {job.row.peer}: {error.strip()}", file=sys.stderr)
     elif warm_up:
         return
-    job.row.runs.append(Run(wall, server_cpu, client_cpu, peak.total, ok=not error, error=error))
+    job.row.runs.append(Run(wall, server_cpu, client_cpu, peak.total, ok=not error, error=error, count=count))
 
 
 def run_rounds(jobs: list[Job], runs: int) -> None:
@@ -610,8 +624,9 @@ class Bench:
                 print(f"    {peer}: {row.skipped}", file=sys.stderr)
 
     def measure(self, row: Row, server: Server, make_commands: Callable[[], list[list[str]]], runs: int,
-                env: dict[str, str] | None = None, after: Callable[[], None] | None = None) -> None:
-        self.jobs.append(Job(row, server, make_commands, env, after))
+                env: dict[str, str] | None = None, after: Callable[[], None] | None = None,
+                count_from: Callable[[list[bytes]], tuple[float, str]] | None = None) -> None:
+        self.jobs.append(Job(row, server, make_commands, env, after, count_from=count_from))
 
     # -- 1 GiB to /dev/null
     def case_devnull(self) -> None:
@@ -751,6 +766,50 @@ class Bench:
             model = "uvloop" if "uvloop" in self.models else self.models[0]
             self.each_unsynced(case, model, sk_rows(durable=False), "files/s", count)
 
+    # -- HTTP on the getfile port (issue 18): sockkit's own server answering curl and wrk
+    def case_http(self) -> None:
+        """One big file to /dev/null with curl, from nginx and from sockkit's HTTP face alike."""
+        case, size = "1 file to /dev/null, HTTP", self.sizes.big
+
+        def curl(row: Row, server: Server) -> None:
+            url = f"http://{HOST}:{server.port}/big.bin"
+            self.measure(row, server, lambda: [["curl", "-s", "-S", "-f", "-o", "/dev/null", url]], self.runs)
+
+        self.each(case, self.http_peers(), curl, "MB/s", size)
+        self.each(case, ((f"{name} + curl", start) for name, start in self.sockkit_servers()), curl, "MB/s", size)
+
+    def case_keepalive(self) -> None:
+        """Many small requests on keep-alive connections: wrk against every HTTP server."""
+        case = f"{self.sizes.small_size // 1024} KiB requests, keep-alive (wrk)"
+        seconds = WRK_SECONDS_QUICK if self.sizes == QUICK else WRK_SECONDS
+        if not shutil.which("wrk"):
+            self.rows.append(Row(case, "all", "req/s", 0, skipped="wrk not found (Debian: apt-get install wrk)"))
+            return
+
+        def wrk(row: Row, server: Server) -> None:
+            row.note = f"wrk -t1 -c{WRK_CONNECTIONS} -d{seconds}s"
+            url = f"http://{HOST}:{server.port}/small/f00000.dat"
+            self.measure(row, server, lambda: [["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", url]],
+                         self.runs, count_from=wrk_requests)
+
+        peers = [(name.replace("+ curl", "+ wrk"), start) for name, start in self.http_peers()]
+        self.each(case, iter(peers), wrk, "req/s", 0)
+        if any(name.startswith("http.server") for name, _ in peers):
+            self.rows[-1].note += " (HTTP/1.0: no keep-alive)"
+        self.each(case, self.sockkit_servers(), wrk, "req/s", 0)
+
+    def case_archive(self) -> None:
+        """The 1,000 small files as one tar streamed by sockkit (?tar), to /dev/null: speed and server RSS."""
+        count = self.sizes.small_count
+        case = f"folder of {count} x {self.sizes.small_size // 1024} KiB as one tar, HTTP"
+
+        def tar(row: Row, server: Server) -> None:
+            row.note = "curl ?tar to /dev/null; RSS = server peak"
+            url = f"http://{HOST}:{server.port}/small/?tar"
+            self.measure(row, server, lambda: [["curl", "-s", "-S", "-f", "-o", "/dev/null", url]], self.runs)
+
+        self.each(case, ((f"{name} + curl", start) for name, start in self.sockkit_servers()), tar, "files/s", count)
+
     # -- TLS
     def case_tls(self) -> None:
         case, size = "1 file over TLS 1.3", self.sizes.big
@@ -794,7 +853,23 @@ class Bench:
                 self.cleanups.clear()
 
 
-CASES = ["devnull", "file", "concurrent", "small", "tls"]
+CASES = ["devnull", "file", "concurrent", "small", "tls", "http", "keepalive", "archive"]
+#: wrk's connections and seconds per run in the keep-alive case (a second in --quick runs).
+WRK_CONNECTIONS = 10
+WRK_SECONDS = 5
+WRK_SECONDS_QUICK = 1
+_WRK_DONE = re.compile(rb"(\d+) requests in ")
+
+
+def wrk_requests(outputs: list[bytes]) -> tuple[float, str]:
+    """(requests wrk completed, error): an error when it saw non-2xx answers or socket errors."""
+    text = b"".join(outputs)
+    found = _WRK_DONE.search(text)
+    if found is None:
+        return 0.0, "wrk printed no request count"
+    if b"Non-2xx" in text:
+        return 0.0, "wrk: " + text[text.index(b"Non-2xx"):].split(b"\n")[0].decode(errors="replace")
+    return float(found.group(1)), ""
 
 
 # --- report --------------------------------------------------------------------------------
@@ -806,6 +881,7 @@ TARGETS = {
     "clients": ("nginx + curl", 1.0, None),
     "files": ("rsync daemon", 1.2, None),
     "1 file over TLS 1.3": ("nginx + curl", 1.0, None),
+    "keep-alive": ("http.server + wrk", 3.0, None),
 }
 
 
