@@ -38,3 +38,21 @@ def test_quick_run_prints_table_and_writes_json(tmp_path: Path) -> None:
     # The --no-fsync row is judged against the same target, like for like, apart from the default.
     assert "like for like: no peer here fsyncs; target" in proc.stdout
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("sockkit-bench-getfile-")], "temp dir left"
+
+
+def test_quick_run_of_the_http_cases(tmp_path: Path) -> None:
+    """The HTTP rows (curl, wrk, the folder archive) run against sockkit's HTTP face and the peers."""
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "getfile.py"), "--quick", "--models", "select",
+         "--cases", "http,keepalive,archive", "--out", str(out), "--tmp", str(tmp_path)],
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((out / "getfile.json").read_text())
+    measured = {(row["case"], row["peer"]) for row in result["rows"] if row["rate"]}
+    assert ("1 file to /dev/null, HTTP", "sockkit select + curl") in measured, result["table"]
+    assert ("folder of 20 x 4 KiB as one tar, HTTP", "sockkit select + curl") in measured, result["table"]
+    if shutil.which("wrk"):
+        assert ("4 KiB requests, keep-alive (wrk)", "sockkit select") in measured, result["table"]
+        assert ("4 KiB requests, keep-alive (wrk)", "http.server + wrk") in measured, result["table"]
