@@ -6,9 +6,12 @@ Three ways to know where a reply ends, one per server framing (``serve echo``'s 
   servers, Examples 10-4..10-9). Such a reply carries no end marker, and the chapter's client
   trusted one ``recv(1024)`` to hold it whole. Here a reply runs until the next one begins: once the
   echo of a message has arrived, the next message goes out (as the chapter's client sends it after
-  its ``recv``), and the bytes before that message's ``Echo=>`` close the reply; the last reply
-  runs to the end of the stream, after our half-close. However TCP splits or joins the bytes, each
-  reply is printed whole and in its place.
+  its ``recv``), and the bytes before that message's ``Echo=>`` close the reply, however TCP split
+  or joined them. The last reply is what came with its echo, plus the rest of a `` at <time>``
+  stamp it began or that the replies before it had: the end of the stream cannot mark it, since
+  the chapter's forking servers keep the client's socket open in their parent after the child has
+  answered. (So a lone message whose stamp TCP sends apart from its echo loses that stamp -- as the
+  chapter's own client, which reads once, would.)
 * ``lines`` -- ``serve echo --lines``: each message is sent as a line, each reply is a line.
 * ``raw`` -- ``serve echo --raw``: the reply is the message's bytes, exactly.
 """
@@ -21,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from sockkit.clients.connect import connect
 
 PREFIX = b"Echo=>"
+#: `` at `` + ``time.ctime()``: what the chapter's stamped servers (and ``serve echo --stamp``) add.
+STAMP_HEAD, STAMP_LENGTH = b" at ", len(b" at ") + len("Sun Jun 18 22:52:52 2000")
 #: Most bytes one reply may hold before we give up on finding its end (no server of ours comes near).
 MAX_REPLY = 1 << 24
 
@@ -59,9 +64,14 @@ class ReplyReader:
                 raise ReplyError(f"the reply {shown!r} does not start with 'Echo=>' (a raw echo server? use --raw)")
             self._more_or_fail()
 
-    def rest(self) -> bytes:
-        """Everything up to the end of the stream."""
+    def last(self, echoed: int, stamped: bool) -> bytes:
+        """The last reply, whose first ``echoed`` bytes (its echo) are here: with what came along, and
+        the rest of a time stamp begun, or expected (``stamped``), or what there is when the server closes."""
         while not self.ended:
+            extra = self.buffer[echoed:echoed + STAMP_LENGTH]
+            if (not extra and not stamped) or len(extra) == STAMP_LENGTH or \
+                    not STAMP_HEAD.startswith(extra[:len(STAMP_HEAD)]):
+                break
             self._more()
         return self.take(len(self.buffer))
 
@@ -101,16 +111,19 @@ def exchange(host: str, port: int, messages: Iterable[str], raw: bool = False, l
 
 
 def _chunk_replies(sock: socket.socket, reader: ReplyReader, messages: Iterable[str]) -> Iterator[str]:
+    payloads = [message.encode() for message in messages]
+    if not all(payloads):
+        raise ValueError("an empty message cannot be sent without --lines: TCP carries no empty message")
     shortest = 0  # the least length of the reply not yet yielded (0: none is waiting)
-    for message in messages:
-        payload = message.encode()
-        if not payload:
-            raise ValueError("an empty message cannot be sent without --lines: TCP carries no empty message")
+    stamped = False  # the replies so far ended in `` at <time>``
+    for payload in payloads:
         sock.sendall(payload)
         start = reader.echo_of(payload, shortest)
         if shortest:
-            yield reader.take(start).decode(errors="backslashreplace")
+            reply = reader.take(start)
+            stamped = len(reply) == shortest + STAMP_LENGTH and reply[shortest:].startswith(STAMP_HEAD)
+            yield reply.decode(errors="backslashreplace")
         shortest = len(PREFIX) + len(payload)
-    sock.shutdown(socket.SHUT_WR)
     if shortest:
-        yield reader.rest().decode(errors="backslashreplace")
+        yield reader.last(shortest, stamped).decode(errors="backslashreplace")
+    sock.shutdown(socket.SHUT_WR)

@@ -287,11 +287,14 @@ def download(remote_path: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_
              dest: str | os.PathLike = ".", force: bool = False,
              progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
              limit_rate: float | None = None, timeout: float = 30.0, token: str | None = None,
-             tls: ssl.SSLContext | None = None, durable: bool = True) -> DownloadResult:
+             tls: ssl.SSLContext | None = None, durable: bool = True,
+             connected: Callable[[], None] | None = None) -> DownloadResult:
     """Fetch one remote file into ``dest`` (a directory, or the file's path), verified. See module doc.
 
     ``durable=False`` skips the fsyncs: the file is still complete and verified when its name
-    appears, but a power cut soon after may lose it (what curl and rsync do by default)."""
+    appears, but a power cut soon after may lose it (what curl and rsync do by default).
+    ``connected()`` is called once the connection is up, before the server's answer (a GUI's
+    "Connecting..." turns into "waiting for the server")."""
     start = time.monotonic()
     target = resolve_destination(remote_path, dest)
     limiter = RateLimiter(limit_rate) if limit_rate else None
@@ -308,6 +311,8 @@ def download(remote_path: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_
             raise DestinationExists(f"{target.path}: exists and is not a regular file (use --force to replace it)")
         plan = Plan(localfs.newest_part(localfs.scan_parts(dirfd), target.name))
         with Session(host, port, timeout=timeout, token=token, tls=tls) as session:
+            if connected is not None:
+                connected()
             if kind == "file" and not force:
                 header = same_as_remote(session, remote_path, dirfd, target.name, buffer)
                 if header is None:

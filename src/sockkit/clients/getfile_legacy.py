@@ -5,6 +5,10 @@ the end of the file, and "missing file" looks like an empty one. The client can 
 What it still does: writes to ``<name>.legacy.part`` (never resumed: the protocol has no offset),
 refuses an empty answer (the chapter's server sends nothing for a missing file), fsyncs and
 renames without replacing an existing file unless ``force``.
+
+``download_or_legacy`` is what the chapter's own command line and the GUI do: getfile v1, and
+the chapter's protocol when the server closes without a word (the chapter's server does, on our
+request line), with ``verified=False`` in the result to say so (say ``UNVERIFIED_FALLBACK``).
 """
 
 from __future__ import annotations
@@ -17,18 +21,29 @@ from collections.abc import Callable
 import xxhash
 
 from sockkit.clients import localfs
-from sockkit.clients.getfile import DEFAULT_HOST, DEFAULT_PORT, DownloadResult, Progress, Reporter, resolve_destination
+from sockkit.clients.getfile import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DownloadResult,
+    Progress,
+    Reporter,
+    download,
+    resolve_destination,
+)
 from sockkit.clients.getfile_session import Session
 from sockkit.clients.transfer import Buffer, RateLimiter, receive_to_eof
-from sockkit.errors import DestinationError, DestinationExists, TransferInterrupted
+from sockkit.errors import DestinationError, DestinationExists, NoAnswer, TransferInterrupted
 
 LEGACY_SUFFIX = ".legacy.part"
+#: What a client that fell back to the chapter's protocol tells its user.
+UNVERIFIED_FALLBACK = "the server speaks only the chapter's protocol; the copy is not verified"
 
 
 def legacy_download(remote_path: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                     dest: str | os.PathLike = ".", force: bool = False,
                     progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
-                    limit_rate: float | None = None, timeout: float = 30.0) -> DownloadResult:
+                    limit_rate: float | None = None, timeout: float = 30.0,
+                    connected: Callable[[], None] | None = None) -> DownloadResult:
     """Fetch with the chapter's protocol; the result has ``verified=False`` and a locally computed digest."""
     start = time.monotonic()
     target = resolve_destination(remote_path, dest)
@@ -40,6 +55,8 @@ def legacy_download(remote_path: str, *, host: str = DEFAULT_HOST, port: int = D
             raise DestinationExists(f"{target.path}: already exists (use --force to replace it)")
         part = localfs.part_stem(target.name) + LEGACY_SUFFIX
         with Session(host, port, timeout=timeout) as session:
+            if connected is not None:
+                connected()
             session.send(remote_path.encode("utf-8") + b"\n")
             fd = localfs.open_part(dirfd, part, resume=False)
             try:
@@ -62,3 +79,18 @@ def legacy_download(remote_path: str, *, host: str = DEFAULT_HOST, port: int = D
         os.close(dirfd)
     return DownloadResult(target.path, count, 0, f"xxh3-128:{hasher.hexdigest()}", time.monotonic() - start,
                           verified=False)
+
+
+def download_or_legacy(remote_path: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                       dest: str | os.PathLike = ".", force: bool = False,
+                       progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None,
+                       limit_rate: float | None = None, timeout: float = 30.0,
+                       connected: Callable[[], None] | None = None, **v1_options) -> DownloadResult:
+    """``download()``; if the server closes without answering (the chapter's server, which took our
+    request line for a file name), ``legacy_download()`` of the same file: ``verified`` tells which."""
+    common = {"host": host, "port": port, "dest": dest, "force": force, "progress": progress, "cancel": cancel,
+              "limit_rate": limit_rate, "timeout": timeout, "connected": connected}
+    try:
+        return download(remote_path, **common, **v1_options)
+    except NoAnswer:
+        return legacy_download(remote_path, **common)

@@ -1,8 +1,10 @@
 """``sockkit demo``: the chapter's sessions, end to end on localhost, under every model.
 
-For each model: start ``sockkit serve echo``, run the chapter's client session, then eight
-slow clients at once (``--delay``) to show which models serve clients in parallel. Then getfile:
-a verified download, a refused escape, and an interrupted download resumed.
+The chapter's echo session with sockkit's client, then with the chapter's own client (Example
+10-2 ported to Python 3, from a source checkout: it dials the fixed port 50007, so it runs in a
+private network namespace of its own). For each model: eight slow clients at once (``--delay``)
+to show which models serve clients in parallel. Then getfile: a verified download, a refused
+escape, and an interrupted download resumed.
 """
 
 from __future__ import annotations
@@ -17,21 +19,27 @@ import threading
 import time
 from pathlib import Path
 
+from sockkit import netlab
 from sockkit.catalog import MODELS
 from sockkit.clients.echo import exchange
+from sockkit.services.echo import DEFAULT_PORT
 
 DELAY = 0.5
 CLIENTS = 8
+#: The chapter's echo client, ported to Python 3, where a source checkout keeps it.
+CHAPTER_CLIENT = Path(__file__).resolve().parents[3] / "tests" / "chapter" / "programs" / "echo-client.py"
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="run the chapter's sessions under every model and show them")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models (default: all)")
+    parser.add_argument("--chapter-client", type=Path, default=CHAPTER_CLIENT, metavar="PATH",
+                        help="the chapter's echo-client.py to run against sockkit (default: the source checkout's)")
     parser.set_defaults(handler=run)
 
 
-def start(model: str, *extra: str, service: str = "echo") -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "sockkit", "serve", service, "--model", model, "--port", "0",
+def start(model: str, *extra: str, service: str = "echo", port: int = 0) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "sockkit", "serve", service, "--model", model, "--port", str(port),
                              "--quiet", *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = ""
     while "listening on" not in line:
@@ -72,9 +80,9 @@ def run(args) -> int:
     for reply in exchange("localhost", port, ["spam", "Spam", "SPAM"]):
         print("Client received:", repr(reply))
     stop(proc)
+    failures = chapter_client_session(models[0], args.chapter_client)
     print(f"\n== {CLIENTS} clients at once, each request taking {DELAY} s (serve echo --delay {DELAY})")
     print(f"{'model':<14}{'elapsed':>9}   verdict")
-    failures = 0
     for model in models:
         proc, port = start(model, "--delay", str(DELAY), "--workers", str(CLIENTS))
         try:
@@ -90,6 +98,26 @@ def run(args) -> int:
     print("\nEvery model exited 0 on SIGTERM." if not failures else f"\n{failures} model(s) failed to stop cleanly.")
     failures += getfile_session()
     return 1 if failures else 0
+
+
+def chapter_client_session(model: str, client: Path) -> int:
+    """The chapter's own client (Example 10-2) against ``sockkit serve echo``, in a namespace of its own."""
+    print("\n== the same session with the chapter's own client: python echo-client.py localhost spam Spam SPAM")
+    if not client.is_file():
+        print(f"(skipped: {client} not found; it is in a source checkout of sockkit)")
+        return 0
+    if why := netlab.unavailable():
+        print(f"(skipped: it dials the fixed port {DEFAULT_PORT}, so it runs in a private network namespace; {why})")
+        return 0
+    with netlab.Lab() as lab, lab.inside(lab.front):  # the server and the client are started in there
+        proc, _ = start(model, port=DEFAULT_PORT)
+        try:
+            done = subprocess.run([sys.executable, str(client), "localhost", "spam", "Spam", "SPAM"],
+                                  capture_output=True, text=True, timeout=60)
+        finally:
+            code = stop(proc)
+    print(done.stdout + done.stderr, end="")
+    return int(done.returncode != 0 or code != 0)
 
 
 def getfile_session() -> int:

@@ -8,7 +8,11 @@ Arguments are read in pairs exactly as the chapter's ``parsecommandline`` does. 
 the chapter's ``''`` exposed every file to the network). The client is ``sockkit.clients.getfile``:
 the file lands in the current directory under its base name, verified, and the chapter's line
 ``Client got fff at <ctime>`` is printed. Fetching the same unchanged file again (as the chapter's
-session does) succeeds without replacing it; a different local file of that name is not overwritten.
+session does) succeeds without replacing it; a different local file of that name is not overwritten
+unless ``--force`` is given (a flag, anywhere on the line: it is taken out before the pairs are read).
+The chapter's names use Windows separators (``testdir\\python15.lib``): ``\\`` is read as ``/``, so the
+request and the local base name are what the book's session got. A server that closes without a word
+is the chapter's own: its protocol is spoken instead, and the copy is said to be unverified.
 """
 
 from __future__ import annotations
@@ -16,14 +20,13 @@ from __future__ import annotations
 import sys
 import time
 
-from sockkit.clients.getfile import download
-from sockkit.clients.getfile_legacy import legacy_download
-from sockkit.errors import NoAnswer, SockkitError, describe
+from sockkit.clients.getfile_legacy import UNVERIFIED_FALLBACK, download_or_legacy
+from sockkit.errors import SockkitError, describe
 
 HELP = """
 Usage...
 server=> getfile  -mode server            [-port nnn] [-host hhh|localhost]
-client=> getfile [-mode client] -file fff [-port nnn] [-host hhh|localhost]
+client=> getfile [-mode client] -file fff [-port nnn] [-host hhh|localhost] [--force]
 """
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 50001
@@ -42,7 +45,9 @@ def now() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_command_line(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    force = "--force" in argv
+    options = parse_command_line([arg for arg in argv if arg != "--force"])
     host = options.get("-host", DEFAULT_HOST)
     try:
         port = int(options.get("-port", DEFAULT_PORT))
@@ -56,21 +61,16 @@ def main(argv: list[str] | None = None) -> int:
 
         return sockkit_main(["serve", "getfile", "--host", host, "--port", str(port), "--root", "."])
     if options.get("-mode", "client") == "client" and options.get("-file"):
-        return client(host, port, options["-file"])
+        return client(host, port, options["-file"], force=force)
     print(HELP)
     return 2
 
 
-def client(host: str, port: int, filename: str) -> int:
+def client(host: str, port: int, filename: str, force: bool = False) -> int:
     try:
-        try:
-            download(filename, host=host, port=port, dest=".")
-        except NoAnswer:
-            # Closed without a word: the chapter's own server (it took our request line for a file
-            # name). Speak its protocol instead; it cannot be verified, so say so.
-            legacy_download(filename, host=host, port=port, dest=".")
-            print("getfile: the server speaks only the chapter's protocol; the copy is not verified",
-                  file=sys.stderr)
+        result = download_or_legacy(filename.replace("\\", "/"), host=host, port=port, dest=".", force=force)
+        if not result.verified:
+            print(f"getfile: {UNVERIFIED_FALLBACK}", file=sys.stderr)
     except (SockkitError, OSError) as exc:
         print(f"getfile: {describe(exc)}", file=sys.stderr)
         return 1

@@ -1,0 +1,78 @@
+"""``sockkit echo`` reading replies that carry no end marker (the chapter's servers), however TCP cuts them.
+
+A scripted server sends each reply in pieces, a byte or a few at a time with pauses between
+(TCP_NODELAY, so each piece is a segment of its own): the client must still print each reply whole
+and in its place -- the stamp of one reply never lost nor carried into the next.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from contextlib import suppress
+
+import pytest
+
+from sockkit.testing import sockkit_command
+
+STAMP = " at Sun Jun 18 19:37:56 2000"
+
+
+def serve_once(pieces_for) -> tuple[int, threading.Thread]:
+    """A one-client server on a free port: for each chunk received, send ``pieces_for(chunk)`` one by one."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def run() -> None:
+        with listener:
+            listener.settimeout(20)
+            conn, _ = listener.accept()
+        with conn, suppress(OSError):  # a client that gave up may have closed: that is its verdict
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(20)
+            while chunk := conn.recv(1024):
+                for piece in pieces_for(chunk):
+                    conn.sendall(piece)
+                    time.sleep(0.02)  # a segment of its own (the server's pacing, not the test's sync)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return port, thread
+
+
+def echo(port: int, *messages: str) -> list[str]:
+    done = subprocess.run(sockkit_command("echo", f"127.0.0.1:{port}", *messages, "--timeout", "20"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+@pytest.mark.parametrize("cut", [1, 3, 7], ids=["bytewise", "by-3", "by-7"])
+def test_stamped_replies_cut_anywhere_print_whole(cut):
+    """Each stamped reply, sent ``cut`` bytes at a time, is printed whole: stamps stay with their reply."""
+    def pieces(chunk: bytes) -> list[bytes]:
+        reply = b"Echo=>" + chunk + STAMP.encode()
+        return [reply[i:i + cut] for i in range(0, len(reply), cut)]
+
+    port, server = serve_once(pieces)
+    assert echo(port, "The", "Meaning", "of", "Life") == [
+        f"Client received: 'Echo=>{word}{STAMP}'" for word in ("The", "Meaning", "of", "Life")]
+    server.join(20)
+
+
+def test_unstamped_replies_cut_anywhere_print_whole():
+    port, server = serve_once(lambda chunk: [b"Ech", b"o=>", chunk[:1], chunk[1:]])
+    assert echo(port, "spam", "Spam", "SPAM") == [f"Client received: 'Echo=>{m}'" for m in ("spam", "Spam", "SPAM")]
+    server.join(20)
+
+
+def test_a_reply_that_is_not_an_echo_is_a_clear_error():
+    """A raw echo server (no ``Echo=>``): one line saying so, not a hang."""
+    port, server = serve_once(lambda chunk: [chunk])
+    done = subprocess.run(sockkit_command("echo", f"127.0.0.1:{port}", "hello there", "--timeout", "20"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "does not start with 'Echo=>'" in done.stderr and "--raw" in done.stderr
+    server.join(20)
