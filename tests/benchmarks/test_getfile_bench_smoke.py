@@ -15,17 +15,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_quick_run_prints_table_and_writes_json(tmp_path: Path) -> None:
-    """--quick finishes, prints the table header and a row per peer, writes getfile.json."""
+def quick_run(tmp_path: Path, cases: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """``benchmarks/getfile.py --quick`` of ``cases`` against the select model: its output and JSON."""
     out = tmp_path / "results"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "getfile.py"), "--quick", "--models", "select",
-         "--cases", "devnull,concurrent,small", "--out", str(out), "--tmp", str(tmp_path)],
+         "--cases", cases, "--out", str(out), "--tmp", str(tmp_path)],
         capture_output=True, text=True, timeout=240, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc, json.loads((out / "getfile.json").read_text())
+
+
+def test_quick_run_prints_table_and_writes_json(tmp_path: Path) -> None:
+    """--quick finishes, prints the table header and a row per peer, writes getfile.json."""
+    proc, result = quick_run(tmp_path, "devnull,concurrent,small")
     assert "srv peak RSS MiB" in proc.stdout
-    result = json.loads((out / "getfile.json").read_text())
     peers = {row["peer"] for row in result["rows"]}
     assert "sockkit select" in peers
     measured = [row for row in result["rows"] if row["rate"]]
@@ -42,14 +47,7 @@ def test_quick_run_prints_table_and_writes_json(tmp_path: Path) -> None:
 
 def test_quick_run_of_the_http_cases(tmp_path: Path) -> None:
     """The HTTP rows (curl, wrk, the folder archive) run against sockkit's HTTP face and the peers."""
-    out = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "getfile.py"), "--quick", "--models", "select",
-         "--cases", "http,keepalive,archive", "--out", str(out), "--tmp", str(tmp_path)],
-        capture_output=True, text=True, timeout=240, cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads((out / "getfile.json").read_text())
+    _, result = quick_run(tmp_path, "http,keepalive,archive")
     measured = {(row["case"], row["peer"]) for row in result["rows"] if row["rate"]}
     assert ("1 file to /dev/null, HTTP", "sockkit select + curl") in measured, result["table"]
     assert ("folder of 20 x 4 KiB as one tar, HTTP", "sockkit select + curl") in measured, result["table"]
