@@ -372,3 +372,20 @@ def test_uploads_need_the_token_too(tree):
     assert client.request("PUT", "/t", body=b"x").status == 401
     assert client_for(tree, allow_upload=True, token="s3cret").request(
         "PUT", "/t", {"Authorization": "Bearer s3cret"}, b"x").status == 201
+
+
+def test_the_upload_limit_holds_for_put_the_form_and_put1(tree):
+    """--max-upload: 413 over HTTP, ERR1 too-large over getfile; nothing stored either way."""
+    over = client_for(tree, allow_upload=True, max_upload=10).request("PUT", "/big", body=b"x" * 11)
+    assert over.status == 413 and "at most 10 bytes" in over.body.decode()
+    assert client_for(tree, allow_upload=True, max_upload=10).request("PUT", "/ok", body=b"x" * 10).status == 201
+    form = form_body("----WebKitFormBoundaryX1", "big.bin", b"y" * 11)
+    assert client_for(tree, allow_upload=True, max_upload=10).request("POST", "/", FORM, form).status == 413
+    import xxhash
+
+    from sockkit.protocols.getfile import Put, format_request
+    digest = "xxh3-128:" + xxhash.xxh3_128(b"z" * 11).hexdigest()
+    conn = service_for(tree, allow_upload=True, max_upload=10).connect(PEER)
+    out, _ = carry_out(conn.receive(format_request(Put("big1", 11, digest))))
+    assert out.startswith(b"ERR1 too-large ")
+    assert not (tree / "big").exists() and not (tree / "big.bin").exists() and not (tree / "big1").exists()

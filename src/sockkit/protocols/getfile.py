@@ -42,6 +42,7 @@ class ErrorCode(StrEnum):
     EXISTS = "exists"
     CORRUPT = "corrupt"
     NO_SPACE = "no-space"
+    TOO_LARGE = "too-large"
     INTERNAL = "internal"
 
 

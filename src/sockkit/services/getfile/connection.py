@@ -307,7 +307,7 @@ class GetfileConnection:
             return
         self.transfers.begin()
         try:
-            self.upload = Upload(self.service.root, request)
+            self.upload = Upload(self.service.root, request, self.service.max_upload)
         except BaseException:
             self.transfers.end()
             raise

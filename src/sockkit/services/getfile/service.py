@@ -28,9 +28,12 @@ class GetfileService:
 
     def __init__(self, root: ServedRoot, *, allow_upload: bool = False, token: str | None = None,
                  slots: Slots | None = None, digests: DigestCache | None = None,
-                 log: Callable[[str], None] | None = None, clock: Clock | None = None) -> None:
+                 log: Callable[[str], None] | None = None, clock: Clock | None = None,
+                 max_upload: int | None = None) -> None:
         self.root = root
         self.allow_upload = allow_upload
+        #: Largest upload taken (``--max-upload``), by PUT1 and HTTP alike; None: the disk's free space.
+        self.max_upload = max_upload
         self.token = token or None
         self.slots = slots if slots is not None else make_slots(DEFAULT_MAX_TRANSFERS)
         self.digests = digests if digests is not None else DigestCache()

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory whose regular files are served (default: the current directory)")
     parser.add_argument("--allow-upload", action="store_true",
                         help="accept PUT1 uploads into the root (never overwriting unless the client asks)")
+    parser.add_argument("--max-upload", type=int, default=None, metavar="BYTES",
+                        help="largest upload taken, in bytes, by sockkit put and HTTP alike (default: no limit "
+                             "but the disk's free space)")
     parser.add_argument("--token", default=None, metavar="TOKEN",
                         help=f"require clients to present this shared token first (default: ${TOKEN_ENV} if set)")
     parser.add_argument("--max-transfers", type=int, default=DEFAULT_MAX_TRANSFERS, metavar="N",
@@ -41,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build(args: argparse.Namespace) -> GetfileService:
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    if args.max_upload is not None and args.max_upload < 0:
+        raise ValueError("--max-upload must be zero or more bytes")
     if args.max_transfers < 0:
         raise ValueError("--max-transfers must be zero (no limit) or more")
     args.token = token  # serve's exposure rule reads args.token
@@ -57,7 +62,8 @@ def build(args: argparse.Namespace) -> GetfileService:
           f", token {'required' if token else 'off'}, at most {args.max_transfers or 'unlimited'} transfers)",
           flush=True)
     return GetfileService(root, allow_upload=args.allow_upload, token=token, slots=slots,
-                          digests=DigestCache(clock=time.time), log=log_refusal, clock=time.time)
+                          digests=DigestCache(clock=time.time), log=log_refusal, clock=time.time,
+                          max_upload=args.max_upload)
 
 
 SPEC = ServiceSpec(name="getfile", help="serve files under a root directory (getfile protocol v1 and the chapter's)",

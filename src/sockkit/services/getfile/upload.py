@@ -71,8 +71,12 @@ class Upload:
     __slots__ = ("digest", "error", "fd", "hasher", "name", "overwrite", "received", "shown", "size", "temp", "walk",
                  "writeback")
 
-    def __init__(self, root: ServedRoot, request: Put) -> None:
-        """Check the target and create the file the body goes to; raises Refused."""
+    def __init__(self, root: ServedRoot, request: Put, max_size: int | None = None) -> None:
+        """Check the target and create the file the body goes to; raises Refused. ``max_size``: the
+        server's ``--max-upload`` (None: only the disk's free space bounds an upload)."""
+        if max_size is not None and request.size > max_size:
+            raise Refused(ErrorCode.TOO_LARGE, f"{request.path} is {request.size} bytes; this server takes uploads "
+                                               f"of at most {max_size} bytes (--max-upload)")
         parts = split_request_path(request.path)
         if not parts:
             raise Refused(ErrorCode.IS_DIRECTORY, "the root is a directory; name a file to upload")

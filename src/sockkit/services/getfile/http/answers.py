@@ -22,7 +22,7 @@ _STATUS = {ErrorCode.NOT_FOUND: 404, ErrorCode.IS_DIRECTORY: 404, ErrorCode.NOT_
            ErrorCode.NOT_PERMITTED: 403, ErrorCode.OUTSIDE_ROOT: 403, ErrorCode.BAD_REQUEST: 400,
            ErrorCode.TOO_LONG: 414, ErrorCode.BUSY: 503, ErrorCode.AUTH_REQUIRED: 401,
            ErrorCode.UPLOAD_DISABLED: 405, ErrorCode.EXISTS: 409, ErrorCode.CORRUPT: 400, ErrorCode.NO_SPACE: 507,
-           ErrorCode.INTERNAL: 500}
+           ErrorCode.TOO_LARGE: 413, ErrorCode.INTERNAL: 500}
 #: Seconds a client told "busy" is asked to wait.
 RETRY_AFTER = "5"
 
