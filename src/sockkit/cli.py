@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if collecting:
             gc.freeze()
             gc.enable()
+    args.argv = argv  # what the command was given, for one that re-executes itself (serve's reload)
     try:
         return args.handler(args)
     except KeyboardInterrupt:

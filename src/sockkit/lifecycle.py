@@ -1,7 +1,8 @@
 """How a server starts talking, logs its clients and stops.
 
 Rule: signal handlers only set a flag and poke a wake-up descriptor; the loops that select on
-that descriptor do the work, so SIGTERM is noticed at once rather than at the next poll.
+that descriptor do the work, so SIGTERM is noticed at once rather than at the next poll. The one
+exception is SIGHUP (``Reload``), whose handler starts the new server itself: see there why.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 
+from sockkit.activation import REPLACES, successor_command
 from sockkit.services.actions import Peer
 
 #: How long in-flight clients may take to finish after SIGTERM/SIGINT before they are cut off.
@@ -130,3 +134,61 @@ class StopSignal:
         for fd in (self._read_fd, self._write_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class Reload:
+    """SIGHUP: a new server process on the very same listening sockets, then this one stops.
+
+    The handler starts the successor itself -- a fork and exec that returns at once (through
+    ``sockkit.activation``, which passes the listeners as LISTEN_FDS) -- because it is the one
+    piece of code that runs under every model: the accept loops, epoll, asyncio and uvloop, the
+    forking parents. Everything after is the ordinary stop: once the successor serves, it sends
+    this process SIGTERM, and this one stops accepting and drains exactly as for any SIGTERM. No
+    socket is closed in between, so no connect is refused: clients wait in the listen queue.
+
+    A successor that fails (a broken configuration, a bad upgrade) never sends that SIGTERM: this
+    server keeps serving, and the next SIGHUP tries again. Forked children inherit the handler
+    and ignore it; a SIGHUP while a successor is starting, or once stopping began, is ignored.
+    """
+
+    def __init__(self, argv: list[str], listeners: list[socket.socket], stop: StopSignal) -> None:
+        self.argv = argv
+        #: The server's own list: a model that opens more listeners (prefork) adds them to it.
+        self.listeners = listeners
+        self.stop = stop
+        self.pid = os.getpid()
+        self.successor: subprocess.Popen | None = None
+
+    def install(self) -> Reload:
+        signal.signal(signal.SIGHUP, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if os.getpid() != self.pid:
+            return  # a forked child: only the server itself reloads
+        if self.stop.stopping:
+            return _say("SIGHUP ignored: this server is already stopping")
+        if self.successor is not None and self.successor.poll() is None:
+            return _say(f"SIGHUP ignored: a new server (pid {self.successor.pid}) is still starting")
+        self.start_successor()
+
+    def start_successor(self) -> subprocess.Popen | None:
+        listeners = [sock for sock in self.listeners if sock.fileno() >= 0]
+        try:
+            self.successor = subprocess.Popen(successor_command(self.argv, listeners),
+                                              pass_fds=[sock.fileno() for sock in listeners],
+                                              env={**os.environ, REPLACES: str(self.pid)})
+        except OSError as exc:
+            _say(f"reload failed: cannot start a new server ({exc.strerror or exc}); still serving")
+            return None
+        _say(f"reloading: new server pid {self.successor.pid} on the same {len(listeners)} listening "
+             f"socket{'s' * (len(listeners) != 1)}; this one (pid {self.pid}) drains once it serves")
+        return self.successor
+
+
+def _say(text: str) -> None:
+    """One line in the server's log (stdout) without a lock: this runs in a signal handler, possibly
+    while the main thread holds ``Log``'s lock, which is not reentrant. Printed even with --quiet,
+    which silences the line per client only."""
+    with contextlib.suppress(OSError):
+        os.write(1, f"sockkit: {text}\n".encode())

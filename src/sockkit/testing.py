@@ -131,6 +131,40 @@ class RunningServer:
         self.proc.wait()
 
 
+def reload(server: RunningServer, timeout: float = 30.0) -> int:
+    """SIGHUP ``server``; once its old process has drained and exited, the pid of the new one (which
+    goes on printing into ``server.lines``). The new process is not our child: stop it with
+    ``stop_pid``."""
+    seen = len(server.lines)
+    server.note_children()
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [re.search(r"new server pid (\d+)", line) for line in server.lines[seen:]]
+        found = [match for match in found if match]
+        if found:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no reload line after SIGHUP; the server printed {server.lines[-5:]}")
+        time.sleep(0.02)
+    code = server.proc.wait(timeout)
+    assert code == 0, f"the old server exited {code} after the reload"
+    return int(found[0].group(1))
+
+
+def stop_pid(pid: int, timeout: float = 30.0) -> None:
+    """SIGTERM a server we did not start ourselves (a reload's successor) and wait until it and its
+    processes are gone."""
+    kids = descendants(pid)
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in (pid, *kids)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"server {pid} did not exit after SIGTERM")
+        time.sleep(0.05)
+
+
 def start_server(*args: str, timeout: float = 20.0, env: dict | None = None,
                  wrap: tuple[str, ...] = ()) -> RunningServer:
     """``sockkit serve ARGS`` started and ready; its listening addresses parsed from stdout.

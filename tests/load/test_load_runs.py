@@ -218,3 +218,11 @@ def test_ipv6_target() -> None:
                              capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["requests"] == 50
+
+
+def test_open_loop_churn_opens_a_connection_per_request(raw_port: int) -> None:
+    """--rate with --churn: every request due gets its own connection (no keepers held open)."""
+    result = run_load(plan(raw_port, rate=200, duration=1.0, churn=True, connections=8))
+    stats = result.stats
+    assert stats.failures == 0
+    assert 150 <= stats.requests <= 210 and stats.connects == stats.requests

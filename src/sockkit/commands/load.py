@@ -30,7 +30,9 @@ def register(subparsers) -> None:
     parser.add_argument("--raw", action="store_true", help="byte-exact echo (sockkit serve echo --raw, RFC 862); "
                                                            "default: Echo=> lines, each checked (serve echo --lines)")
     parser.add_argument("--verify", action="store_true", help="raw mode: also check every reply byte")
-    parser.add_argument("--churn", action="store_true", help="a new connection for every request")
+    parser.add_argument("--churn", action="store_true",
+                        help="a new connection for every request (with --rate: each request due opens its own, "
+                             "at most --connections at once)")
     parser.add_argument("--warmup", type=float, default=0.0, metavar="S", help="unmeasured seconds first")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
                         help="a reply (or connect) later than this counts as a timeout (default 5)")
@@ -57,8 +59,6 @@ def run(args: argparse.Namespace) -> int:
                         duration=args.duration, requests=args.requests, rate=args.rate, raw=args.raw,
                         verify=args.verify, warmup=args.warmup, churn=args.churn, timeout=args.timeout,
                         connect_timeout=args.timeout, time_limit=args.time_limit, loop=args.loop)
-        if plan.churn and plan.rate:
-            raise ValueError("--churn is a closed-loop mode; drop --rate")
         progress = ProgressLine()
         try:
             result = run_load(plan, args.processes, progress)

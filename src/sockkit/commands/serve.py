@@ -6,8 +6,8 @@ import argparse
 import ssl
 import sys
 
-from sockkit import affinity, catalog
-from sockkit.lifecycle import Log, StopSignal
+from sockkit import activation, affinity, catalog
+from sockkit.lifecycle import Log, Reload, StopSignal
 from sockkit.models.settings import (
     DEFAULT_IDLE_SECONDS,
     DEFAULT_MAX_CONNECTIONS,
@@ -108,8 +108,16 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"sockkit: {exc}", file=sys.stderr)
         return 2
-    if not is_loopback(args.host) and tls is None and not getattr(args, "token", None):
-        where = args.host or "every interface"
+    try:
+        # Sockets passed by systemd (socket activation) or by the server this one replaces (SIGHUP).
+        inherited = activation.inherited_listeners()
+    except activation.ActivationError as exc:
+        print(f"sockkit: {exc}", file=sys.stderr)
+        return 2
+    hosts = [listener.getsockname()[0] for listener in inherited] or [args.host]
+    exposed = next((host for host in hosts if not is_loopback(host)), None)
+    if exposed is not None and tls is None and not getattr(args, "token", None):
+        where = exposed or "every interface"
         if not args.insecure:
             print(f"sockkit: refusing to serve {spec.name} on {where} in clear text with no token: anyone who can "
                   "reach this machine could use it. Add --tls-cert/--tls-key (or --token where the service has one), "
@@ -124,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers:
         limits.workers = args.workers
     try:
-        listeners = open_listeners(args.host, ports, reuse_port=model.reuse_port)
+        listeners = inherited or open_listeners(args.host, ports, reuse_port=model.reuse_port)
     except BindError as exc:
         print(f"sockkit: {exc.strerror}", file=sys.stderr)
         return 1
@@ -135,11 +143,23 @@ def run(args: argparse.Namespace) -> int:
             f" (the {model.name} model's threads share one GIL; --cpus all spreads them)"
         print(f"sockkit: running on CPU {affinity.describe(cpus)}{why}", file=sys.stderr, flush=True)
     stop = StopSignal().install()
+    Reload(["serve", *_serve_arguments(args)], listeners, stop).install()
     log = Log(quiet=args.quiet)
     for listener in listeners:
         print(f"sockkit {spec.name} server ({model.name}) listening on {address_text(listener)}", flush=True)
+    # Serving from here on (clients wait in the listen queue until the model accepts them): the
+    # server this one replaces may stop, and a service manager may count us as started. The
+    # model's code is loaded first, so that the queue waits for a loop to start, not for imports.
+    catalog.load(model.serve)
+    activation.take_over()
     try:
         model.run(Server(service, listeners, limits, log, stop))
     finally:
         stop.close()
     return 0
+
+
+def _serve_arguments(args: argparse.Namespace) -> list[str]:
+    """What followed ``serve`` on the command line, for the server a reload starts."""
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    return argv[argv.index("serve") + 1:] if "serve" in argv else argv

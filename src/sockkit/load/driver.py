@@ -10,7 +10,10 @@ Closed loop (default): each connection sends a request, waits for the whole repl
 latency and sends the next. Open loop (``rate``): a ticker issues requests on a fixed schedule,
 round-robin over the connections (pipelined: echo replies come back in order), and latency is
 measured from the *intended* send time, so a stalled server or client cannot hide its stall by
-delaying the measurements (coordinated omission).
+delaying the measurements (coordinated omission). Open loop with ``churn``: each request due opens
+its own connection (at most ``connections`` at once; one due while all are taken waits for a free
+one, and the wait counts in its latency), sends, reads the reply and closes -- the load that a
+server restart behind a balancer must not fail.
 """
 
 from __future__ import annotations
@@ -127,13 +130,12 @@ class Connection:
 
     def _after_reply(self, now: int) -> None:
         run = self.run
-        if run.closed_loop:
-            if run.churn:
-                self.transport.close()  # one request per connection; the keeper opens the next
-                return
-            if run.may_issue():
-                self.send(now)
-                return
+        if run.churn:
+            self.transport.close()  # one request per connection (closed loop: the keeper opens the next)
+            return
+        if run.closed_loop and run.may_issue():
+            self.send(now)
+            return
         run.maybe_finish()
 
     def _check(self, nbytes: int) -> None:
@@ -270,6 +272,8 @@ class Run:
         steady = self.closed_loop and not self.check and self.kinds == 1
         self.protocol = SteadyClient if steady else Client
         self.outstanding = 0
+        #: Open-loop churn: requests due whose connection is still being made (not yet outstanding).
+        self.connecting = 0
         self.live: set[Client] = set()
         self.finished = self.loop.create_future()
         self.window_start = time.perf_counter_ns()
@@ -277,6 +281,8 @@ class Run:
         self.stopped_at = 0  # when the duration ran out (0: not yet)
         self.cpu_start = cpu_seconds()
         self.keepers: list[asyncio.Task] = []
+        #: Open-loop churn: one task per request not yet answered.
+        self.churning: set[asyncio.Task] = set()
 
     # -- issuing ----------------------------------------------------------------------------------
     def may_issue(self) -> bool:
@@ -291,7 +297,7 @@ class Run:
 
     def maybe_finish(self) -> None:
         done = self.stopping or (self.measuring and self.budget is not None and self.budget <= 0)
-        if done and self.outstanding <= 0 and not self.finished.done():
+        if done and self.outstanding <= 0 and self.connecting <= 0 and not self.finished.done():
             self.finished.set_result(None)
 
     # -- phases -----------------------------------------------------------------------------------
@@ -321,7 +327,8 @@ class Run:
         if plan.duration is not None:
             loop.call_later(plan.warmup + plan.duration, self.stop)
         ticker = loop.create_task(self._tick())
-        self.keepers = [loop.create_task(self._keep_connected(slot)) for slot in range(plan.connections)]
+        if self.closed_loop or not self.churn:
+            self.keepers = [loop.create_task(self._keep_connected(slot)) for slot in range(plan.connections)]
         if not self.closed_loop:
             self.keepers.append(loop.create_task(self._schedule()))
         try:
@@ -338,12 +345,13 @@ class Run:
             self.stopping = True
             self.unlimited = False
             ticker.cancel()
-            for task in self.keepers:
+            tasks = [*self.keepers, *self.churning]
+            for task in tasks:
                 task.cancel()
             for client in list(self.live):
                 if client.transport is not None:
                     client.transport.abort()
-            await asyncio.gather(ticker, *self.keepers, return_exceptions=True)
+            await asyncio.gather(ticker, *tasks, return_exceptions=True)
         return self.stats
 
     def settle(self) -> Stats:
@@ -357,29 +365,38 @@ class Run:
             self.stats.bytes = sum(n * size for n, size in zip(self.done, self.sizes, strict=True))
         return self.stats
 
-    async def _keep_connected(self, slot: int) -> None:
-        """Hold one connection open for the whole run; reopen it if it drops (churn: after every request)."""
+    async def _connect(self, kind: int) -> Client | None:
+        """One connection to the target, counted in the stats either way; None if it failed."""
         plan = self.plan
         stats = self.stats
+        began = time.perf_counter_ns()
+        try:
+            _, client = await asyncio.wait_for(
+                self.loop.create_connection(lambda: self.protocol(self, kind), plan.host, plan.port),
+                plan.connect_timeout)
+        except ConnectionRefusedError:
+            stats.refused += 1
+        except (ConnectionResetError, BrokenPipeError):
+            stats.reset += 1
+        except TimeoutError:
+            stats.timeouts += 1
+        except OSError:
+            stats.errors += 1
+        else:
+            stats.connect.record(time.perf_counter_ns() - began)
+            stats.connects += 1
+            self.live.add(client)
+            return client
+        return None
+
+    async def _keep_connected(self, slot: int) -> None:
+        """Hold one connection open for the whole run; reopen it if it drops (churn: after every request)."""
         while not self.stopping:
-            began = time.perf_counter_ns()
-            try:
-                _, client = await asyncio.wait_for(
-                    self.loop.create_connection(lambda: self.protocol(self, slot % self.kinds), plan.host, plan.port),
-                    plan.connect_timeout)
-            except ConnectionRefusedError:
-                stats.refused += 1
-            except (ConnectionResetError, BrokenPipeError):
-                stats.reset += 1
-            except TimeoutError:
-                stats.timeouts += 1
-            except OSError:
-                stats.errors += 1
-            else:
-                stats.connect.record(time.perf_counter_ns() - began)
-                stats.connects += 1
-                self.live.add(client)
-                if self.closed_loop and self.may_issue():
+            client = await self._connect(slot % self.kinds)
+            if client is not None:
+                if self.closed_loop and client.transport.is_closing():
+                    self.stats.closed_early += 1  # the server closed it before the request went out
+                elif self.closed_loop and self.may_issue():
                     client.send(time.perf_counter_ns())
                 elif self.closed_loop:
                     client.transport.close()
@@ -394,19 +411,46 @@ class Run:
     def _over(self) -> bool:
         return self.stopping or (self.measuring and self.budget is not None and self.budget <= 0)
 
+    async def _churned(self, due: int, kind: int, slots: asyncio.Semaphore) -> None:
+        """Open-loop churn: one request on its own connection, timed from when it was due."""
+        client = None
+        self.connecting += 1
+        try:
+            async with slots:
+                client = await self._connect(kind)
+                if client is not None and client.transport.is_closing():
+                    self.stats.closed_early += 1  # the server closed it before the request went out
+                elif client is not None:
+                    client.send(due)
+        finally:
+            self.connecting -= 1
+        if client is not None:
+            await client.lost
+        self.maybe_finish()
+
     async def _schedule(self) -> None:
         """Open loop: request k is due at start + k / rate, whether or not earlier ones came back."""
         interval = 1e9 / self.plan.rate
         deadline = self.loop.time() + self.plan.connect_timeout
-        while len(self.live) < self.plan.connections and self.loop.time() < deadline and not self.stopping:
+        while len(self.live) < self.plan.connections and self.loop.time() < deadline and not self.stopping \
+                and not self.churn:
             await asyncio.sleep(0.005)  # the schedule starts once the connections are up (or given up on)
+        slots = asyncio.Semaphore(self.plan.connections)
         due = float(time.perf_counter_ns())
         turn = 0
         while not self.stopping:
             now = time.perf_counter_ns()
             live = list(self.live)
             while due <= now and not self.stopping:
-                if not live:
+                if self.churn:
+                    if not self.may_issue():
+                        self.maybe_finish()
+                        return
+                    turn = (turn + 1) % self.kinds
+                    task = self.loop.create_task(self._churned(int(due), turn, slots))
+                    self.churning.add(task)
+                    task.add_done_callback(self.churning.discard)
+                elif not live:
                     self.stats.errors += 1  # nowhere to send it: the request is lost, and counted
                 elif self.may_issue():
                     turn = (turn + 1) % len(live)
