@@ -6,12 +6,15 @@ own CPU and memory (the whole process tree, so fork and prefork count every proc
 
 from __future__ import annotations
 
+import contextlib
+import selectors
 import socket
+import subprocess
 import time
 
 from reliability.model_scenarios import MODELS, connect, serve
-from reliability.probes import snapshot
-from reliability.suite import Row, Scale, scenario
+from reliability.probes import pss_mib, round_trip, snapshot
+from reliability.suite import Row, Scale, scenario, skip
 
 #: The options that put the echo service in line mode (one Echo=> reply per line).
 LINE_MODE: tuple[str, ...] = ("--lines",)
@@ -55,3 +58,94 @@ def trickled_line(model: str, scale: Scale) -> Row:
     ratio = last / max(first, 0.01)  # CPU is counted in 10 ms ticks
     return Row("trickled-line", model, f"server CPU for the first quarter {first * 1000:.0f} ms, for the last "
                                        f"{last * 1000:.0f} ms: {ratio:.1f}x", ratio < 2.5)
+
+
+def _unread(port: int) -> int:
+    """Bytes waiting, unread, in the server's sockets on ``port`` (``ss``'s Recv-Q)."""
+    out = subprocess.run(["ss", "-tnH", f"( sport = :{port} )"], capture_output=True, text=True).stdout
+    return sum(int(line.split()[1]) for line in out.splitlines() if len(line.split()) > 1)
+
+
+def _drained(port: int, seconds: float = 30.0) -> bool:
+    """Until the server has read everything sent to it (bounded)."""
+    deadline = time.monotonic() + seconds
+    while _unread(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _unread(port)
+
+
+def _settled(server, connections: int, seconds: float = 15.0) -> None:
+    """Until the server holds ``connections`` connections and, for the fork models, no more
+    children than that (bounded): a refused client's thread or process is gone, not lingering."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ss", "-tnH", f"( sport = :{server.port} )"], capture_output=True, text=True).stdout
+        if len(out.splitlines()) <= connections and snapshot(server)["children"] <= connections + 4:
+            return
+        time.sleep(0.1)
+
+
+def _told_busy(socks: list[socket.socket], wait: float = 0.5) -> list[socket.socket]:
+    """The sockets the server has answered 'server busy' on (it answers before it reads on, so
+    by the time everything was read every refusal is there: one short wait for all of them)."""
+    told = []
+    with selectors.DefaultSelector() as selector:
+        for sock in socks:
+            selector.register(sock, selectors.EVENT_READ)
+        for key, _ in selector.select(wait):
+            sock = key.fileobj
+            sock.settimeout(0.5)
+            with contextlib.suppress(OSError):
+                if b"server busy" in sock.recv(4096):
+                    told.append(sock)
+    return told
+
+
+#: Allocator slack a server may keep after the attack: glibc keeps up to 4 MiB of freed heap per
+#: arena (``procs.TRIM_THRESHOLD_BYTES``; a thread model has up to 16 arenas here), and a forked
+#: child that held a long line keeps its own.
+SLACK_MIB = 64
+
+
+@scenario("line-memory", "256 clients (long: 1,024) each send an unfinished line just under 1 MiB (--lines, "
+          "--line-memory 8 MiB): the server's memory, less what the connections still open cost idle, is at most "
+          "256 x 64 KiB + 8 MiB (+64 MiB allocator slack; before: ~1 MiB per client); those past the pool are "
+          "told 'server busy' and closed; a canary is answered", MODELS)
+def line_memory(model: str, scale: Scale) -> Row:
+    if model in ("sequential", "pool"):
+        return skip("line-memory", model, "serves one client (sequential) or --workers clients (pool) at a time")
+    clients = scale.pick(256, 1024)
+    pool = 8 << 20
+    with serve(model, *LINE_MODE, "--line-memory", str(pool), "--max-connections", str(clients + 16),
+               "--idle-timeout", "120") as server:
+        empty = pss_mib(server)
+        socks = [connect(server.port, timeout=30) for _ in range(clients)]
+        try:
+            for sock in socks:
+                sock.sendall(b"x")  # every connection holds a line (and, under fork, has its process)
+            _drained(server.port)
+            per_connection = (pss_mib(server) - empty) / clients
+            payload = b"y" * ((1 << 20) - 2)
+            for sock in socks:
+                with contextlib.suppress(OSError):  # refused ones are closed under us
+                    sock.sendall(payload)
+            drained = _drained(server.port)
+            refused = _told_busy(socks)
+            for sock in refused:
+                sock.close()
+            busy = len(refused)
+            _settled(server, clients - busy)  # the refused ones' threads or processes have gone
+            after = pss_mib(server)
+            with connect(server.port) as canary:
+                answered = round_trip(canary, b"canary\n") < 5
+        finally:
+            for sock in socks:
+                sock.close()
+    # What the lines hold: the memory after, less what the connections still open cost when idle
+    # (a thread, or under fork a whole process, per connection; the refused ones' are gone).
+    growth = after - empty - per_connection * (clients - busy)
+    bound = (clients * 64 / 1024) + (pool >> 20)
+    ok = drained and growth < bound + SLACK_MIB and busy > 0 and answered
+    return Row("line-memory", model, f"{clients} lines of ~1 MiB: the server kept {growth:.0f} MiB for them (bound "
+                                     f"{bound:.0f} + {SLACK_MIB} MiB), {busy} told busy, canary answered {answered}",
+               ok)

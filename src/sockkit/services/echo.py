@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sockkit.services.actions import CLOSE, Action, Peer, Reply, Send, Wait
+from sockkit.services.line_memory import LineMemoryFull, LinePool
 from sockkit.services.lines import LineBuffer, LineTooLong
 
 PREFIX = b"Echo=>"
@@ -44,6 +45,9 @@ class EchoService:
     #: Returns the server's time as text (the chapter's ``time.ctime()``); None: no stamp.
     stamp: Callable[[], str] | None = None
     max_line: int = MAX_LINE
+    #: Where every connection's unfinished line is counted server-wide (``line_memory``); None: only
+    #: ``max_line`` bounds each.
+    line_pool: LinePool | None = None
     name: str = "echo"
 
     def connect(self, peer: Peer) -> RawEcho | ChunkEcho | LineEcho:
@@ -127,7 +131,8 @@ class LineEcho:
 
     def __init__(self, service: EchoService) -> None:
         self.service = service
-        self.lines = LineBuffer(service.max_line)
+        pool = service.line_pool
+        self.lines = LineBuffer(service.max_line, pool.holding() if pool is not None else None)
 
     def start(self) -> list[Action]:
         return self.service.opening()
@@ -138,7 +143,7 @@ class LineEcho:
             return [*self._answer([tail]), CLOSE] if tail else [CLOSE]
         try:
             messages = self.lines.feed(data)
-        except LineTooLong as exc:
+        except (LineTooLong, LineMemoryFull) as exc:
             return [Send(PREFIX + b"error: " + str(exc).encode() + b"\n"), CLOSE]
         if not messages:
             return []
@@ -161,4 +166,4 @@ class LineEcho:
         return self.lines.holding
 
     def close(self) -> None:
-        pass
+        self.lines.close()  # gives back what the line held of the server's pool

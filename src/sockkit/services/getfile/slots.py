@@ -1,9 +1,8 @@
 """The server-wide bound on concurrent transfers (``--max-transfers``).
 
 Rule: the bound holds across threads *and* processes, so it means the same under the fork and
-prefork models as under threads or one event loop. Each slot is one byte of an anonymous file
-(``memfd``) created before any fork; taking a slot is an open-file-description lock (Linux OFD
-lock, ``F_OFD_SETLK``) on that byte through a fresh descriptor. The kernel releases it when the
+prefork models as under threads or one event loop. Each slot is a unit of ``ofd.Units`` (a byte of
+an anonymous file, OFD-locked through a fresh descriptor): the kernel releases it when the
 descriptor closes -- including when a worker is killed with SIGKILL mid-transfer, so a crash can
 never leak a slot. Where OFD locks or /proc are missing, a per-process count is used instead
 (and the bound is then per process; the log says so once at start-up).
@@ -12,14 +11,10 @@ never leak a slot. Where OFD locks or /proc are missing, a per-process count is 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
-import struct
 from typing import Protocol
 
-# struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+pad).
-_FLOCK = "hhqqi4x"
+from sockkit.ofd import Units
 
 
 class Slot(Protocol):
@@ -100,38 +95,24 @@ class _SharedSlot:
 
 
 class SharedSlots:
-    """Slots shared by every process forked after this object was made."""
+    """Slots shared by every process forked after this object was made (``ofd.Units``)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.memfd = os.memfd_create("sockkit-getfile-slots", os.MFD_CLOEXEC)
-        os.ftruncate(self.memfd, limit)
-        # Fail now, not on the first transfer, if OFD locks are not available here.
-        slot = self.acquire()
-        if slot is None:
-            raise OSError("transfer slots unusable")
-        slot.release()
+        self.units = Units("sockkit-getfile-slots", limit)
 
     def acquire(self) -> Slot | None:
-        # A new open file description: OFD locks belong to it, not to the process, so threads of
-        # one process each hold their own slot.
-        fd = os.open(f"/proc/self/fd/{self.memfd}", os.O_RDWR | os.O_CLOEXEC)
-        # Start at a random slot so takers do not all probe the same busy bytes first.
-        start = int.from_bytes(os.urandom(4), "little") % self.limit
-        for step in range(self.limit):
-            index = (start + step) % self.limit
-            try:
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, index, 1, 0))
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EACCES):  # held by another
-                    continue
+        # A new open file description per slot: OFD locks belong to it, not to the process, so
+        # threads of one process each hold their own slot.
+        fd = self.units.holder()
+        try:
+            if self.units.take(fd) is None:
                 os.close(fd)
-                raise
-            return _SharedSlot(fd)
-        os.close(fd)
-        return None
+                return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return _SharedSlot(fd)
 
 
 def make_slots(limit: int) -> Slots:
