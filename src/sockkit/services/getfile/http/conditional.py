@@ -13,6 +13,7 @@ Rules:
 from __future__ import annotations
 
 import email.utils
+import functools
 import os
 import re
 from typing import NamedTuple
@@ -41,6 +42,7 @@ def validators_for(info: os.stat_result, now: float | None) -> Validators:
     return Validators("W/" + tag if racy else tag, modified)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few mtimes and the current second, again and again
 def http_date(seconds: float) -> str:
     """IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``."""
     return email.utils.formatdate(seconds, usegmt=True)

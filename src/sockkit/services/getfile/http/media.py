@@ -8,6 +8,7 @@ A type a browser would run script in (HTML, SVG, XML) is sent with a CSP sandbox
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 
 _TYPES = mimetypes.MimeTypes(filenames=())  # the built-in table only
@@ -38,6 +39,7 @@ def media_type(name: str) -> str:
     return guessed or DEFAULT_TYPE
 
 
+@functools.lru_cache(maxsize=1024)
 def content_type(name: str) -> str:
     """The Content-Type header value for a file name (text labelled UTF-8)."""
     kind = media_type(name)

@@ -24,6 +24,9 @@ class BadTarget(ValueError):
 
 def parse_target(target: bytes) -> tuple[str, dict[str, str]]:
     """(decoded path beginning with ``/``, query parameters) of a request target."""
+    if (b"%" not in target and b"?" not in target and target.startswith(b"/") and target.isascii()
+            and len(target) <= MAX_PATH and b"\x00" not in target):
+        return target.decode("ascii"), {}  # the common case: nothing to decode
     try:
         text = target.decode("ascii")
     except UnicodeDecodeError:
