@@ -361,6 +361,21 @@ def test_exposure_refused_without_token_or_tls(served, host):
     assert "listening" not in done.stdout
 
 
+@pytest.mark.parametrize("token_from", ["--token", "SOCKKIT_TOKEN"])
+def test_token_over_clear_text_beyond_loopback_is_refused(served, token_from):
+    """A token is no licence for clear text beyond loopback: it would cross the network readable
+    (issue 16). Refused before binding; with --insecure it starts, and says the token is exposed."""
+    extra = ["--token", "s3cret"] if token_from == "--token" else []
+    env = dict(os.environ, SOCKKIT_TOKEN="s3cret") if token_from == "SOCKKIT_TOKEN" else None
+    command = sockkit_command("serve", "getfile", "--host", "0.0.0.0", "--port", "0", "--root", str(served), *extra)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 2 and "listening" not in done.stdout
+    assert "with a token but no TLS" in done.stderr and "--insecure" in done.stderr
+    with running("getfile", "--host", "0.0.0.0", "--port", "0", "--root", str(served), "--quiet", "--insecure",
+                 *extra, env=env) as server, client(server.port) as c:
+        assert c.send(b"AUTH1 s3cret\n").line() == b"OK1 0\n"
+
+
 def test_token_from_environment_counts_for_the_exposure_rule(served, monkeypatch):
     """build() puts $SOCKKIT_TOKEN where serve's exposure rule looks (args.token); no bind needed."""
     import argparse

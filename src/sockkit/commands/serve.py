@@ -116,14 +116,23 @@ def run(args: argparse.Namespace) -> int:
         return 2
     hosts = [listener.getsockname()[0] for listener in inherited] or [args.host]
     exposed = next((host for host in hosts if not is_loopback(host)), None)
-    if exposed is not None and tls is None and not getattr(args, "token", None):
+    if exposed is not None and tls is None:
+        # Beyond loopback, clear text needs --insecure: with no token anyone could use the service,
+        # and with one the token itself would cross the network for anyone on the way to read.
         where = exposed or "every interface"
+        token = getattr(args, "token", None)
         if not args.insecure:
-            print(f"sockkit: refusing to serve {spec.name} on {where} in clear text with no token: anyone who can "
-                  "reach this machine could use it. Add --tls-cert/--tls-key (or --token where the service has one), "
-                  "or --insecure to do it anyway.", file=sys.stderr)
+            if token:
+                print(f"sockkit: refusing to serve {spec.name} on {where} with a token but no TLS: the token would "
+                      "cross the network in clear text, for anyone on the way to read and reuse. Add "
+                      "--tls-cert/--tls-key, or --insecure to do it anyway.", file=sys.stderr)
+            else:
+                print(f"sockkit: refusing to serve {spec.name} on {where} in clear text with no token: anyone who "
+                      "can reach this machine could use it. Add --tls-cert/--tls-key, or --insecure to do it anyway.",
+                      file=sys.stderr)
             return 2
-        print(f"sockkit: warning: {spec.name} on {where} is open to other machines, in clear text (--insecure)",
+        exposed_what = "its token crosses the network in clear text" if token else "in clear text"
+        print(f"sockkit: warning: {spec.name} on {where} is open to other machines, {exposed_what} (--insecure)",
               file=sys.stderr)
     ports = args.port or [spec.default_port]
     limits = Limits(idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,

@@ -1,8 +1,8 @@
 """Command-line face of the getfile service (glue: it may read the clock and the environment).
 
-Exposure: ``sockkit serve`` itself refuses a non-loopback bind with neither TLS nor a token unless
-``--insecure`` is given; it looks at ``args.token``, which ``build`` fills from ``$SOCKKIT_TOKEN``
-when ``--token`` is absent, so a token from the environment counts too.
+Exposure: ``sockkit serve`` itself refuses a non-loopback bind without TLS unless ``--insecure`` is
+given, and says why from ``args.token`` (which ``build`` fills from ``$SOCKKIT_TOKEN`` when
+``--token`` is absent): no token, anyone could use it; a token, it would travel in clear text.
 """
 
 from __future__ import annotations
