@@ -84,3 +84,29 @@ def test_main_leaves_the_cyclic_gc_as_it_found_it(collecting):
             "print('ENABLED', gc.isenabled())\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert f"ENABLED {collecting}" in done.stdout, done.stderr
+
+
+OUT_OF_RANGE = [
+    ("serve", "echo", "--port", "65537"), ("serve", "getfile", "--port", "99999"), ("serve", "echo", "--port", "-1"),
+    ("get", "f", "--port", "65536"), ("ls", "--port", "99999"), ("put", "README.md", "--port", "70000"),
+    ("get", "f", "--port", "0"), ("echo", "localhost:65537"), ("echo", "[::1]:99999"), ("echo", "--port", "65536"),
+    ("probe", "127.0.0.1", "65537"), ("load", "127.0.0.1:65537", "-d", "1"), ("proxy", "65537", "127.0.0.1:1"),
+    ("proxy", "127.0.0.1:99999", "127.0.0.1:1"), ("proxy", "0", "127.0.0.1:65537"), ("proxy", "0", "127.0.0.1:0"),
+    ("gui", "--port", "65537"),
+]
+
+
+@pytest.mark.parametrize("argv", OUT_OF_RANGE, ids=" ".join)
+def test_a_port_out_of_range_is_a_usage_error_everywhere(argv):
+    """The resolver wraps ports past 65535 (65537 is 1, 99999 is 34463): every command refuses them
+    as a usage error (exit 2, one line naming the range) before listening or connecting."""
+    done = run_cli(*argv)
+    assert done.returncode == 2, done.stderr
+    assert "65535" in done.stderr and "Traceback" not in done.stderr
+    assert "listening" not in done.stdout
+
+
+def test_the_chapter_getfile_refuses_a_port_out_of_range():
+    done = subprocess.run([sys.executable, "-m", "sockkit.commands.getfile_chapter", "-file", "x", "-port", "65537"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "65535" in done.stderr and "Traceback" not in done.stderr

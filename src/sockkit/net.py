@@ -12,6 +12,8 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 
+from sockkit.ports import parse_port
+
 #: Pending connections the kernel queues per listener. The chapter's 5 drops clients in a burst
 #: (200 simultaneous connects: 167 timed out on this machine); the kernel caps it at somaxconn.
 BACKLOG = 1024
@@ -27,7 +29,9 @@ def family_for(host: str) -> socket.AddressFamily:
 
 
 def open_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (``''`` or ``0.0.0.0``: all IPv4; ``::``: all)."""
+    """A listening TCP socket on ``host:port`` (``''`` or ``0.0.0.0``: all IPv4; ``::``: all).
+    ValueError for a port out of range (never wrapped by the resolver)."""
+    parse_port(port, listen=True)
     try:
         infos = socket.getaddrinfo(host or None, port, family_for(host) if host else socket.AF_INET,
                                    socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
@@ -90,14 +94,15 @@ def is_loopback(host: str) -> bool:
         return False  # '' and names other than localhost may reach other machines
 
 
-def split_host_port(text: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port`` or ``v6`` -> (host, port)."""
+def split_host_port(text: str, default_port: int, *, listen: bool = False) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or ``v6`` -> (host, port); ValueError for a port out
+    of range (``parse_port``: 0 allowed only where ``listen``) or not a number."""
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
+        return host, parse_port(rest[1:], listen=listen) if rest.startswith(":") else default_port
     if text.count(":") == 1:
         host, port = text.split(":")
-        return host or "localhost", int(port)
+        return host or "localhost", parse_port(port, listen=listen)
     return text, default_port
 
 

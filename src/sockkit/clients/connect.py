@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import socket
 
+from sockkit.ports import MAX_PORT
+
 
 class ConnectFailed(ConnectionError):
     """The connection could not be made; ``str()`` says why and what to try."""
@@ -30,6 +32,8 @@ def connect(host: str, port: int, timeout: float | None = 10.0) -> socket.socket
     # An ASCII name goes as bytes: a str is run through the IDNA codec, whose import (with
     # stringprep) is ~1.5 ms of a client's start-up; for ASCII it changes nothing.
     name = host.encode("ascii") if host.isascii() else host
+    if not 0 < port <= MAX_PORT:  # the resolver would wrap it (65537 is port 1)
+        raise ConnectFailed(f"cannot connect to {host}:{port}: a port is a number from 1 to {MAX_PORT}")
     try:
         sock = socket.create_connection((name, port), timeout=timeout)
     except OSError as exc:

@@ -7,6 +7,7 @@ import sys
 from sockkit.clients.connect import ConnectFailed
 from sockkit.clients.echo import ReplyError, exchange
 from sockkit.net import split_host_port
+from sockkit.ports import connect_port
 from sockkit.services.echo import DEFAULT_PORT
 
 DEFAULT_MESSAGE = "Hello network world"
@@ -20,7 +21,7 @@ def register(subparsers) -> None:
     parser.add_argument("server", nargs="?", default="localhost", metavar="HOST[:PORT]",
                         help=f"server (default localhost:{DEFAULT_PORT}; [::1]:PORT for IPv6)")
     parser.add_argument("messages", nargs="*", metavar="MESSAGE", help=f"default: {DEFAULT_MESSAGE!r}")
-    parser.add_argument("--port", type=int, default=None, help="port, if not given as HOST:PORT")
+    parser.add_argument("--port", type=connect_port, default=None, help="port, if not given as HOST:PORT")
     framing = parser.add_mutually_exclusive_group()
     framing.add_argument("--lines", action="store_true",
                          help="send each message as a line, read one line back (serve echo --lines)")
@@ -31,7 +32,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    host, port = split_host_port(args.server, args.port or DEFAULT_PORT)
+    try:
+        host, port = split_host_port(args.server, args.port or DEFAULT_PORT)
+    except ValueError as exc:  # HOST:PORT with a port out of range: a usage error
+        print(f"sockkit echo: {exc}", file=sys.stderr)
+        return 2
     messages = args.messages or [DEFAULT_MESSAGE]
     try:
         for reply in exchange(host, port, messages, raw=args.raw, lines=args.lines, timeout=args.timeout):

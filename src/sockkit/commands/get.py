@@ -19,6 +19,7 @@ from sockkit.clients.localfs import human_size
 from sockkit.clients.retry import MAX_RETRIES, with_retries
 from sockkit.commands.progress import ProgressPrinter
 from sockkit.errors import SockkitError, describe, printable
+from sockkit.ports import connect_port
 
 if TYPE_CHECKING:
     import ssl
@@ -45,7 +46,7 @@ def parse_retries(text: str) -> int:
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=getfile.DEFAULT_HOST, help="server (default %(default)s)")
-    parser.add_argument("--port", type=int, default=getfile.DEFAULT_PORT, help="port (default %(default)s)")
+    parser.add_argument("--port", type=connect_port, default=getfile.DEFAULT_PORT, help="port (default %(default)s)")
     add_session_arguments(parser)
 
 

@@ -22,6 +22,7 @@ import time
 
 from sockkit.clients.getfile_legacy import UNVERIFIED_FALLBACK, download_or_legacy
 from sockkit.errors import SockkitError, describe
+from sockkit.ports import parse_port
 
 HELP = """
 Usage...
@@ -50,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_command_line([arg for arg in argv if arg != "--force"])
     host = options.get("-host", DEFAULT_HOST)
     try:
-        port = int(options.get("-port", DEFAULT_PORT))
-    except ValueError:
-        print(f"getfile: -port must be a number, not {options['-port']!r}", file=sys.stderr)
+        port = parse_port(options.get("-port", DEFAULT_PORT), listen=options.get("-mode") == "server")
+    except ValueError as exc:
+        print(f"getfile: -port: {exc}", file=sys.stderr)
         return 2
     if host == "localhost":
         host = "127.0.0.1"

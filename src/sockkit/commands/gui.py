@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from sockkit.commands.get import add_session_arguments, parse_rate
+from sockkit.ports import connect_port
 
 
 def register(subparsers) -> None:
@@ -21,7 +22,7 @@ def register(subparsers) -> None:
     gui = subparsers.add_parser("gui", help="the getfile download window (Tkinter)",
                                 description="Download from a getfile server with a window that never freezes.")
     gui.add_argument("--host", help="prefill Server (default: the last one used, else 127.0.0.1)")
-    gui.add_argument("--port", type=int, help="prefill Port (default: the last one used, else 50001)")
+    gui.add_argument("--port", type=connect_port, help="prefill Port (default: the last one used, else 50001)")
     gui.add_argument("--dir", dest="folder", metavar="DIR",
                      help="prefill Local Dir (default: the last one used, else the current directory)")
     gui.add_argument("--file", default="", metavar="REMOTE_PATH", help="prefill File")

@@ -9,6 +9,7 @@ import sys
 from sockkit.load.plan import DEFAULT_TIME_LIMIT, LoadPlan, parse_sizes
 from sockkit.load.report import ProgressLine, table, to_json
 from sockkit.load.runner import run_load
+from sockkit.ports import parse_port
 
 
 def register(subparsers) -> None:
@@ -49,7 +50,7 @@ def parse_target(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"expected HOST:PORT, got {text!r}")
     host = host.strip("[]") or "127.0.0.1"
-    return host, int(port)
+    return host, parse_port(port)
 
 
 def run(args: argparse.Namespace) -> int:

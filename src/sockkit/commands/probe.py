@@ -6,6 +6,7 @@ import sys
 
 from sockkit.clients.connect import ConnectFailed
 from sockkit.clients.probe import decode_escapes, probe, render
+from sockkit.ports import connect_port
 
 
 def register(subparsers) -> None:
@@ -13,7 +14,7 @@ def register(subparsers) -> None:
                                    description="Connect to HOST PORT, print what the server says first, "
                                                "optionally send a line and print the reply (hex if binary).")
     parser.add_argument("host")
-    parser.add_argument("port", type=int)
+    parser.add_argument("port", type=connect_port)
     parser.add_argument("--send", metavar="TEXT",
                         help="line to send; backslash escapes work ('GET /\\r\\n'); CRLF added if no newline")
     parser.add_argument("--bytes", type=int, default=65536, metavar="N",

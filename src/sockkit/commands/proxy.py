@@ -17,6 +17,7 @@ from decimal import Decimal
 
 from sockkit.lifecycle import Log
 from sockkit.net import BindError, is_loopback, split_host_port
+from sockkit.ports import parse_port
 from sockkit.proxy.faults import Faults, ProxyFaults
 from sockkit.proxy.relay import DEFAULT_IDLE_SECONDS, FaultProxy, LoopError
 
@@ -146,10 +147,10 @@ def register(subparsers) -> None:
 def parse_listen(text: str) -> tuple[str, int]:
     """``9000``, ``:9000``, ``HOST:9000``, ``[::1]:9000`` -> (host, port); the host defaults to loopback."""
     if text.strip().isdigit():
-        return DEFAULT_LISTEN_HOST, int(text)
+        return DEFAULT_LISTEN_HOST, parse_port(text, listen=True)
     if text.startswith(":") and text[1:].isdigit():
-        return DEFAULT_LISTEN_HOST, int(text[1:])
-    return split_host_port(text, 0)
+        return DEFAULT_LISTEN_HOST, parse_port(text[1:], listen=True)
+    return split_host_port(text, 0, listen=True)
 
 
 def faults_from(args) -> ProxyFaults:

@@ -16,6 +16,7 @@ from sockkit.models.settings import (
     Server,
 )
 from sockkit.net import BindError, address_text, is_loopback, open_listeners
+from sockkit.ports import listen_port
 from sockkit.procs import keep_receive_buffers_on_heap
 
 # Service names are listed eagerly for argparse; their modules load only when chosen.
@@ -45,7 +46,7 @@ def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceS
                             "%(default)s", spec.default_model or catalog.fastest_model()))
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; '' or 0.0.0.0 or :: to expose)")
-    parser.add_argument("--port", type=int, action="append", metavar="PORT",
+    parser.add_argument("--port", type=listen_port, action="append", metavar="PORT",
                         help=f"port to listen on, repeatable (default {spec.default_port}; 0 picks a free one)")
     parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_SECONDS, metavar="SECONDS",
                         help=f"close a connection silent this long (default {DEFAULT_IDLE_SECONDS:g})")
