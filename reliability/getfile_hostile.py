@@ -12,15 +12,18 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import xxhash
 
 from reliability.getfile_scenarios import getfile_server
-from reliability.model_scenarios import MODELS
+from reliability.model_scenarios import MODELS, PREFORK_WORKERS, wait_for_workers
 from reliability.suite import Row, Scale, scenario, skip
 from sockkit.protocols.getfile import DIGEST_ALGORITHM
 from sockkit.services.getfile.root import is_reserved
+from sockkit.services.getfile.throttle import BURST, REFILL
+from sockkit.testing import running
 
 
 def digest_of(data: bytes) -> str:
@@ -140,3 +143,48 @@ def upload_swap(model: str, scale: Scale) -> Row:
         figures.append("reserved-name pass n/a (no unshare or no mount namespace)")
     ok = all(not any(counts[:6]) for counts in passes.values())
     return Row("upload-swap", model, f"{rounds} uploads raced by another client, each way; " + "; ".join(figures), ok)
+
+
+def _guess(port: int, token: str, source: str = "127.0.0.1") -> bytes:
+    """One AUTH1 on a fresh connection from ``source``; the server's answer line."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", port))
+        return ask(sock, f"AUTH1 {token}\n".encode())
+
+
+@scenario("token-guessing", "one client guesses the token on fresh connections as fast as it can for 3 s: after "
+          f"{BURST} wrong tokens its address gets one try a second (its tokens refused unchecked), logged once; "
+          "a client from another address with the right token is let in meanwhile", MODELS)
+def token_guessing(model: str, scale: Scale) -> Row:
+    base = Path(tempfile.mkdtemp(prefix="sockkit-rel-token-"))
+    seconds = scale.pick(3.0, 20.0)
+    compared = throttled = other = 0
+    try:
+        with running("getfile", "--model", model, "--port", "0", "--root", str(base), "--token", "the-real-one",
+                     "--workers", "4" if model == "pool" else str(PREFORK_WORKERS)) as server:
+            if model == "prefork":
+                wait_for_workers(server, PREFORK_WORKERS, hello=b"AUTH1 the-real-one\n")
+            began = time.monotonic()
+            honest = b""
+            while time.monotonic() - began < seconds:
+                answer = _guess(server.port, f"guess-{compared + throttled + other}")
+                if b"too many wrong tokens" in answer:
+                    throttled += 1
+                elif b"wrong token" in answer:
+                    compared += 1
+                else:
+                    other += 1
+                if not honest and time.monotonic() - began > seconds / 2:
+                    honest = _guess(server.port, "the-real-one", source="127.0.0.2")
+            took = time.monotonic() - began
+            logged = [line for line in list(server.lines) if "too many wrong tokens from 127.0.0.1" in line]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    allowed = BURST + took / REFILL + 2
+    ok = compared <= allowed and honest.startswith(b"OK1") and len(logged) == 1 and other == 0
+    return Row("token-guessing", model, f"{compared + throttled} guesses in {took:.1f} s: {compared} compared "
+                                        f"({compared / took:.0f}/s; allowed {allowed:.0f}), {throttled} refused "
+                                        f"unchecked; log lines {len(logged)}; other address let in "
+                                        f"{honest.startswith(b'OK1')}", ok)

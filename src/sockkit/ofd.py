@@ -1,4 +1,4 @@
-"""Counts shared by every process of one server: bytes of an anonymous file locked with OFD locks.
+"""State shared by every process of one server: bytes of an anonymous file locked with OFD locks.
 
 Rule: a bound that must hold server-wide under the fork and prefork models (a process per client,
 or per worker) cannot live in one process's memory. Instead each unit of the bound is one byte of
@@ -8,8 +8,13 @@ the lock when that descriptor closes -- also when its process is killed with SIG
 can never leak a unit. One descriptor may hold many units (each a byte of its own), and threads of
 one process each use their own descriptor, so they count apart as processes do.
 
-Used by getfile's transfer slots (``--max-transfers``) and the echo line-memory pool (handed to
-the service already made, as a clock is: services do no I/O of their own).
+``Records`` uses the same file and locks for small records that must be read and changed as
+one step by any process (getfile's count of wrong tokens per address): the file is mapped shared
+before any fork, and a record is changed only under an OFD lock on its bytes.
+
+Used by getfile's transfer slots (``--max-transfers``) and wrong-token throttle, and the echo
+line-memory pool (handed to the service already made, as a clock is: services do no I/O of their
+own).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import mmap
 import os
 import struct
-from collections.abc import Collection
+import threading
+from collections.abc import Collection, Iterator
 
 # struct flock on Linux: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+pad).
 _FLOCK = "hhqqi4x"
@@ -105,3 +112,51 @@ class Holder:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)  # drops every unit it held
+
+
+class Records:
+    """``count`` records of ``size`` bytes (zeroed at first), shared by every process forked after
+    this object was made; ``locked(index)`` gives one record to read and change as one step."""
+
+    def __init__(self, name: str, count: int, size: int) -> None:
+        self.count, self.size = count, size
+        self.memfd = os.memfd_create(name, os.MFD_CLOEXEC)
+        os.ftruncate(self.memfd, count * size)
+        self.map = mmap.mmap(self.memfd, count * size, mmap.MAP_SHARED)
+        with self.locked(0):  # fail now, not on first use, where OFD locks are unavailable
+            pass
+
+    @contextlib.contextmanager
+    def locked(self, index: int) -> Iterator[memoryview]:
+        """Record ``index``, locked against every other thread and process until the block ends.
+        A descriptor of our own per lock: OFD locks on one description never exclude each other."""
+        fd = os.open(f"/proc/self/fd/{self.memfd}", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLKW,
+                        struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, index * self.size, self.size, 0))
+            with memoryview(self.map)[index * self.size:(index + 1) * self.size] as record:
+                yield record
+        finally:
+            os.close(fd)  # drops the lock
+
+
+class LocalRecords:
+    """``Records`` for one process only (where OFD locks or memfd are unavailable)."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.count, self.size = count, size
+        self.data = bytearray(count * size)
+        self.lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def locked(self, index: int) -> Iterator[memoryview]:
+        with self.lock, memoryview(self.data)[index * self.size:(index + 1) * self.size] as record:
+            yield record
+
+
+def records(name: str, count: int, size: int) -> Records | LocalRecords:
+    """Shared records where the kernel allows, else records for this process only."""
+    try:
+        return Records(name, count, size)
+    except (OSError, AttributeError):
+        return LocalRecords(count, size)

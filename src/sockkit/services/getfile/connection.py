@@ -39,6 +39,7 @@ from sockkit.services.getfile.http import looks_like_http, starts_like_http
 from sockkit.services.getfile.http.connection import HttpConnection
 from sockkit.services.getfile.listing import list_directory, list_tree
 from sockkit.services.getfile.root import Refused, refusal_for
+from sockkit.services.getfile.throttle import Throttled
 from sockkit.services.getfile.transfers import INLINE_BODY, Transfers
 from sockkit.services.getfile.upload import Upload
 
@@ -226,11 +227,16 @@ class GetfileConnection:
 
     # -- answers ---------------------------------------------------------------------------------
     def _authenticate(self, request: Auth, actions: list[Action]) -> None:
-        if self.service.check_token(request.token):
+        refusal = self.service.check_token(request.token, self.peer.host)
+        if refusal is None:
             self.authed = True
             actions.append(Send(format_count(0)))
             return
-        self._refuse(actions, ErrorCode.AUTH_REQUIRED, "wrong token", "AUTH1")
+        if isinstance(refusal, Throttled):  # not logged per connection: the service logs the source once
+            actions.append(Send(format_error(refusal.code, refusal.message)))
+            self._finish(actions)
+            return
+        self._refuse(actions, refusal.code, refusal.message, "AUTH1")
 
     def _serve_get(self, request: Get, actions: list[Action]) -> None:
         fd = self.service.root.open_file(request.path)

@@ -7,6 +7,7 @@ gets a GetfileConnection. Sans-IO like every service: the filesystem is used, so
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Callable
 
 from sockkit.protocols.getfile import ErrorCode, format_error
@@ -14,8 +15,9 @@ from sockkit.services.actions import Clock, Peer
 from sockkit.services.getfile.connection import GetfileConnection
 from sockkit.services.getfile.digest import DigestCache
 from sockkit.services.getfile.http.site import HttpSite
-from sockkit.services.getfile.root import ServedRoot
+from sockkit.services.getfile.root import Refused, ServedRoot
 from sockkit.services.getfile.slots import Slots, make_slots
+from sockkit.services.getfile.throttle import BURST, REFILL, Throttle, Throttled, source_of
 
 #: Concurrent transfers per server by default: far above what one disk serves well at once, far
 #: below the default connection limit, so a crowd of downloads is told "busy" before it can
@@ -29,7 +31,7 @@ class GetfileService:
     def __init__(self, root: ServedRoot, *, allow_upload: bool = False, token: str | None = None,
                  slots: Slots | None = None, digests: DigestCache | None = None,
                  log: Callable[[str], None] | None = None, clock: Clock | None = None,
-                 max_upload: int | None = None) -> None:
+                 max_upload: int | None = None, throttle: Throttle | None = None) -> None:
         self.root = root
         self.allow_upload = allow_upload
         #: Largest upload taken (``--max-upload``), by PUT1 and HTTP alike; None: the disk's free space.
@@ -39,6 +41,8 @@ class GetfileService:
         self.digests = digests if digests is not None else DigestCache()
         #: Called with one line per refused request (why); the caller adds time and escaping.
         self.log = log
+        #: Wrong tokens counted per source address (None: not counted, as in tests that need no clock).
+        self.throttle = throttle
         #: What HTTP clients on this port share (services/getfile/http); the clock dates its answers.
         self.http = HttpSite(clock)
 
@@ -48,8 +52,23 @@ class GetfileService:
     def busy_reply(self) -> bytes:
         return format_error(ErrorCode.BUSY, "server busy (too many connections); try again later")
 
-    def check_token(self, offered: str) -> bool:
-        """Constant-time comparison, so response timing does not leak the token a byte at a time."""
+    def check_token(self, offered: str, host: str) -> Refused | None:
+        """None when ``offered`` is the token (or none is needed); else why not: ``Throttled`` when
+        ``host`` (the Peer's address) has run out of tries -- its token is then not compared -- or
+        a plain ``Refused`` for a wrong token, which costs ``host`` a try (throttle.py). Every way
+        in that takes a token (getfile's AUTH1, HTTP's Authorization) asks here.
+
+        The comparison is constant-time, so response timing does not leak the token a byte at a time."""
         if self.token is None:
-            return True
-        return hmac.compare_digest(offered.encode("utf-8"), self.token.encode("utf-8"))
+            return None
+        throttle = self.throttle
+        if throttle is not None and (wait := throttle.wait(host)) > 0:
+            return Throttled(ErrorCode.AUTH_REQUIRED, f"too many wrong tokens from {source_of(host)}; try again in "
+                                                      f"{math.ceil(wait)} s")
+        if hmac.compare_digest(offered.encode("utf-8"), self.token.encode("utf-8")):
+            return None
+        if throttle is not None and throttle.failed(host) and self.log is not None:
+            self.log(f"getfile {host}: too many wrong tokens from {source_of(host)}: its tokens are refused "
+                     f"unchecked but for one try every {REFILL:g} s (after {BURST} at once; this line at most once "
+                     "a minute per source)")
+        return Refused(ErrorCode.AUTH_REQUIRED, "wrong token")

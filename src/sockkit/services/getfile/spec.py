@@ -11,6 +11,7 @@ import argparse
 import os
 import time
 
+from sockkit import ofd
 from sockkit.catalog import ServiceSpec
 from sockkit.lifecycle import Log, printable
 from sockkit.protocols.getfile import DEFAULT_PORT
@@ -18,6 +19,7 @@ from sockkit.services.getfile.digest import DigestCache
 from sockkit.services.getfile.root import ServedRoot
 from sockkit.services.getfile.service import DEFAULT_MAX_TRANSFERS, GetfileService
 from sockkit.services.getfile.slots import LocalSlots, make_slots
+from sockkit.services.getfile.throttle import RECORD_SIZE, SETS, Throttle
 
 TOKEN_ENV = "SOCKKIT_TOKEN"
 #: Chosen by measurement (docs/getfile-server.md): a thread per client matches the event loops'
@@ -61,9 +63,15 @@ def build(args: argparse.Namespace) -> GetfileService:
     print(f"getfile: serving {printable(os.path.abspath(args.root))} (uploads {'on' if args.allow_upload else 'off'}"
           f", token {'required' if token else 'off'}, at most {args.max_transfers or 'unlimited'} transfers)",
           flush=True)
+    throttle = None
+    if token:  # wrong tokens counted per source, in records every process shares (made before any fork)
+        store = ofd.records("sockkit-getfile-tokens", SETS, RECORD_SIZE)
+        if isinstance(store, ofd.LocalRecords):
+            log.line("getfile: OFD locks unavailable: wrong tokens are counted per process")
+        throttle = Throttle(store, time.monotonic)
     return GetfileService(root, allow_upload=args.allow_upload, token=token, slots=slots,
                           digests=DigestCache(clock=time.time), log=log_refusal, clock=time.time,
-                          max_upload=args.max_upload)
+                          max_upload=args.max_upload, throttle=throttle)
 
 
 SPEC = ServiceSpec(name="getfile", help="serve files under a root directory (getfile protocol v1 and the chapter's)",

@@ -30,6 +30,7 @@ from sockkit.services.getfile.http.resources import serve_read
 from sockkit.services.getfile.http.target import BadTarget, parse_target
 from sockkit.services.getfile.http.uploads import FormSink, PutSink, UploadRefused
 from sockkit.services.getfile.root import Refused
+from sockkit.services.getfile.throttle import Throttled
 from sockkit.services.getfile.transfers import Transfers
 
 #: Largest request head (request line and headers) h11 will buffer: nginx's default large buffers hold 4 x 8 KiB.
@@ -196,12 +197,14 @@ class HttpConnection:
         if self.service.token is None:
             return True
         offered = presented_token(request.headers.get("authorization"))
-        if offered is not None and self.service.check_token(offered):
+        refusal = None if offered is None else self.service.check_token(offered, self.peer.host)
+        if offered is not None and refusal is None:
             return True
         why = "this server needs its token (HTTP basic with the token as password, or Bearer)"
-        if offered is not None:
-            self._log(f"wrong token for {request.method} {request.path!r}")
-            why = "wrong token"
+        if refusal is not None:
+            if not isinstance(refusal, Throttled):  # a throttled source is logged once, by the service
+                self._log(f"wrong token for {request.method} {request.path!r}")
+            why = refusal.message
         answer = error_answer(request, 401, why, close=request.has_body, logged=False)
         answer.headers.extend(("WWW-Authenticate", challenge) for challenge in CHALLENGES)
         self._send(answer, actions)
