@@ -22,7 +22,7 @@ from pathlib import Path
 from tests.clients.fake_getfile_server import FakeServer, Faults
 
 from reliability.suite import Row, Scale, scenario
-from sockkit.clients import getfile
+from sockkit.clients import getfile, getfile_tree
 from sockkit.errors import SockkitError
 
 DATA = os.urandom(2 << 20)
@@ -79,7 +79,7 @@ def hostile_server(model: str, scale: Scale) -> Row:
             with FakeServer({"t/ok": b"x"}, faults=Faults(tree=lines)) as fake:
                 tried += 1
                 try:
-                    getfile.download_tree("t", port=fake.port, dest=dest)
+                    getfile_tree.download_tree("t", port=fake.port, dest=dest)
                 except SockkitError:
                     refused += 1
             wrong_final += sum(1 for p in dest.rglob("*") if p.is_file())
