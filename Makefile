@@ -6,10 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint reliability reliability-long bench bench-getfile clean screenshots
 
-$(STAMP): pyproject.toml
+# The tutorial's example service (docs/writing-a-service.md) installs beside sockkit: its tests run in
+# `make test`, and its entry point is what `sockkit serve minredis` finds.
+EXAMPLES := examples/minredis
+
+$(STAMP): pyproject.toml $(EXAMPLES:%=%/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' $(EXAMPLES:%=-e %)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,7 +39,7 @@ bench-getfile: install
 	$(PY) benchmarks/getfile.py $(BENCH_ARGS)
 
 lint: install
-	$(PY) -m ruff check src tests reliability benchmarks
+	$(PY) -m ruff check src tests reliability benchmarks examples
 
 # The server-model shoot-out (issue 5), ~16 min: every model and the reference peers; results in bench/results/.
 bench: install

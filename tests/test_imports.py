@@ -9,6 +9,7 @@ dependants). A module-level ``__getattr__`` (PEP 562) is refused for the same re
 from __future__ import annotations
 
 import ast
+from importlib import import_module
 from pathlib import Path
 
 import sockkit
@@ -29,8 +30,8 @@ def imported(tree: ast.Module, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            found.update(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module
+                         for alias in node.names)
     return found & known
 
 
@@ -90,8 +91,23 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+#: The one module allowed a ``__getattr__``: the public facade (docs/api.md), which loads each
+#: public name on first use so that ``sockkit get`` -- which never uses them -- does not pay for
+#: dataclasses and the service contract (~8 ms of a ~50 ms run). It names every module it loads
+#: under ``TYPE_CHECKING``, so the cycle check above still sees them.
+FACADE = "sockkit"
+
+
 def test_no_module_level_getattr() -> None:
     offenders = [module_name(path) for path in ROOT.rglob("*.py")
-                 if any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
-                        for node in ast.parse(path.read_text()).body)]
+                 if module_name(path) != FACADE
+                 and any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
+                         for node in ast.parse(path.read_text()).body)]
     assert offenders == []
+
+
+def test_the_facade_names_what_it_loads() -> None:
+    """Every module the facade's ``__getattr__`` may load is imported under TYPE_CHECKING, so the
+    graph counts it."""
+    facade = import_module(FACADE)
+    assert set(facade._HOMES.values()) <= import_graph()[FACADE]

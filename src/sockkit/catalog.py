@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sockkit.services.actions import Service
+from sockkit.services.actions import NEEDS_NOTHING, Needs, Service
 
 SERVICES: dict[str, str] = {
     "echo": "sockkit.services.echo_spec:SPEC",
@@ -116,6 +116,42 @@ def models_where(**traits: Any) -> list[str]:
     """Names of the models whose traits all equal ``traits`` (``models_where(tls=False)``)."""
     return [name for name, model in MODELS.items()
             if all(getattr(model, trait) == value for trait, value in traits.items())]
+
+
+def needs_of(service: Service) -> Needs:
+    """What ``service`` declares it needs (nothing, if it declares nothing)."""
+    return getattr(service, "needs", None) or NEEDS_NOTHING
+
+
+def gives(model: Model, needs: Needs) -> bool:
+    """``model`` (as configured) can give a service what it ``needs``."""
+    return (model.shares_memory or not needs.shared_state) and (model.tls or not needs.tls)
+
+
+def permitted_models(needs: Needs) -> list[str]:
+    """The models that can run a service with these ``needs``, in the registry's order."""
+    return [name for name, model in MODELS.items() if gives(model, needs)]
+
+
+def refusal(service: Service, model: Model, *, tls: bool) -> str | None:
+    """The sentence refusing to run ``service`` under ``model`` (as configured: ``configured(fork=)``),
+    or None if it can; ``tls``: a certificate was given."""
+    needs = needs_of(service)
+    names = [f"{name} without --fork" if MODELS[name].fork_option and model.forks and name == model.name else name
+             for name in permitted_models(needs)]
+    instead = ", ".join(names[:-1]) + " or " + names[-1]
+    if needs.shared_state and not model.shares_memory:
+        how = ("runs its clients in several worker processes" if model.workers == "processes" else
+               "with --fork runs each client in its own process" if model.fork_option else
+               "runs each client in its own process")
+        return (f"the {service.name} service keeps state shared by all its clients, but the {model.name} model {how}, "
+                f"where each would see a different copy of it; run it under {instead}")
+    if needs.tls and not model.tls:
+        return (f"the {service.name} service needs TLS, and the {model.name} model does not do TLS; "
+                f"run it under {instead}")
+    if needs.tls and not tls:
+        return f"the {service.name} service needs TLS: give it a certificate and its key (--tls-cert, --tls-key)"
+    return None
 
 
 @dataclass(frozen=True)

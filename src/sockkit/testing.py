@@ -1,8 +1,11 @@
-"""Run sockkit servers as real subprocesses and watch what they leave behind.
+"""sockkit's test kit: run servers as real processes on loopback, talk to them, and check what
+they leave behind. sockkit's own tests, its reliability suite and benchmarks use it, and so can
+yours; its pytest fixtures are in ``sockkit.pytest_plugin`` (loaded by pytest on its own).
 
-Used by the tests, the reliability suite and the benchmarks. A server is started with
-``--port 0`` and is ready when it prints ``listening on HOST:PORT`` (no fixed ports, no sleeps);
-it is stopped with SIGTERM and must exit 0 with no process of its left behind.
+A server is started with ``--port 0`` (or bound by ``sockkit.background()``) and is ready when it
+prints ``listening on HOST:PORT`` (no fixed ports, no sleeps); it is stopped with SIGTERM and must
+exit 0 with no process of its left behind. The kit's public names are ``__all__``; the rest is
+private (docs/api.md).
 """
 
 from __future__ import annotations
@@ -10,16 +13,44 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from sockkit.services.getfile.root import is_reserved
+from sockkit import catalog
 
+__all__ = [
+    "LISTENING",
+    "MODELS",
+    "PARALLEL_MODELS",
+    "RunningServer",
+    "alive",
+    "cpu_seconds",
+    "descendants",
+    "exchange_line",
+    "ipv6_available",
+    "models_for",
+    "open_fds",
+    "read_line",
+    "reload",
+    "running",
+    "sockkit_command",
+    "start_server",
+    "status_field",
+    "stop_pid",
+    "worker_options",
+    "zombies_of",
+]
+
+#: Every server model, in the registry's order.
+MODELS: tuple[str, ...] = tuple(catalog.MODELS)
+#: The models that serve several clients at once (all but ``sequential``).
+PARALLEL_MODELS: tuple[str, ...] = tuple(catalog.models_where(concurrent=True))
 LISTENING = re.compile(r"listening on \[?([^\]\s]*?)\]?:(\d+)\s*$")
 
 
@@ -68,7 +99,15 @@ def alive(pid: int) -> bool:
 
 
 class RunningServer:
-    """A ``sockkit serve`` subprocess and what it printed."""
+    """A server process (a ``sockkit serve`` subprocess, or a child of ``sockkit.background()``) and
+    what it printed."""
+
+    proc: subprocess.Popen
+    #: The address it listens on, and every port (one per listener).
+    host: str
+    ports: list[int]
+    #: Every line it printed to stdout so far.
+    lines: list[str]
 
     def __init__(self, proc: subprocess.Popen, host: str, ports: list[int]) -> None:
         self.proc = proc
@@ -82,6 +121,11 @@ class RunningServer:
     @property
     def port(self) -> int:
         return self.ports[0]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` of the first listener, ready for ``socket.create_connection``."""
+        return self.host, self.ports[0]
 
     @property
     def pid(self) -> int:
@@ -166,33 +210,48 @@ def stop_pid(pid: int, timeout: float = 30.0) -> None:
 
 
 def start_server(*args: str, timeout: float = 20.0, env: dict | None = None,
+                 cwd: str | os.PathLike | None = None, command: list[str] | None = None,
                  wrap: tuple[str, ...] = ()) -> RunningServer:
     """``sockkit serve ARGS`` started and ready; its listening addresses parsed from stdout.
 
+    ``command``: run that instead (a program of yours that prints the same listening line, such as
+    one calling ``sockkit.serve()``); it is ready after as many lines as ``--port`` options in ARGS.
     ``wrap``: a command that runs the server in some changed setting and then ``exec``s it (so the
     server keeps the pid it was started with), e.g. ``unshare`` with a shell that unmounts /proc.
     """
-    proc = subprocess.Popen([*wrap, *sockkit_command("serve", *args)], stdout=subprocess.PIPE, stderr=None,
-                            text=True, bufsize=1, env=env)
+    proc = subprocess.Popen([*wrap, *(command or sockkit_command("serve", *args))], stdout=subprocess.PIPE,
+                            stderr=None, text=True, bufsize=1, env=env, cwd=cwd)
+    wanted = max(1, sum(1 for a in args if a == "--port"))
+    return _await_listening(proc, wanted, timeout, what=" ".join(args) or str(command))
+
+
+def _await_listening(proc, wanted: int, timeout: float, what: str) -> RunningServer:
+    """``proc`` (a ``Popen``, or anything with its ``stdout``, ``poll``, ``wait``, ``send_signal``,
+    ``kill`` and ``pid``) as a ``RunningServer``, once it printed ``wanted`` listening lines."""
     ports: list[int] = []
     host = "127.0.0.1"
-    wanted = max(1, sum(1 for a in args if a == "--port"))
+    early: list[str] = []
     deadline = time.monotonic() + timeout
     while len(ports) < wanted:
         line = proc.stdout.readline()
         if not line or time.monotonic() > deadline:
             proc.kill()
             proc.wait()
-            raise AssertionError(f"server {args} did not start (last line {line!r})")
+            raise AssertionError(f"server {what} did not start (it printed {[*early, line][-5:]!r})")
+        early.append(line.rstrip("\n"))
         match = LISTENING.search(line)
         if match:
             host, port = match.group(1), int(match.group(2))
             ports.append(port)
-    return RunningServer(proc, host, ports)
+    server = RunningServer(proc, host, ports)
+    server.lines[:0] = early
+    return server
 
 
 @contextmanager
 def running(*args: str, **kwargs) -> Iterator[RunningServer]:
+    """``start_server(*args, **kwargs)`` for a ``with`` block: stopped at its end (exit 0, nothing
+    left behind), killed if the block raises."""
     server = start_server(*args, **kwargs)
     try:
         yield server
@@ -203,7 +262,47 @@ def running(*args: str, **kwargs) -> Iterator[RunningServer]:
         assert server.stop() == 0, "server did not exit 0 on SIGTERM"
 
 
-def proc_stat(pid: int) -> list[str]:
+def models_for(service) -> list[str]:
+    """The models that can run ``service`` (what it ``needs``), in the registry's order."""
+    return catalog.permitted_models(catalog.needs_of(service))
+
+
+def worker_options(model: str, threads: int, processes: int = 1) -> list[str]:
+    """``--workers`` for the models that take it: ``threads`` where each worker thread holds one
+    client (pool), ``processes`` where each worker process serves many (prefork); else nothing."""
+    kind = catalog.MODELS[model].workers
+    return ["--workers", str(threads if kind == "threads" else processes)] if kind else []
+
+
+def exchange_line(port: int, message: bytes, host: str = "127.0.0.1", timeout: float = 10.0) -> bytes:
+    """One connection, one line out, the whole reply line back."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(message + b"\n")
+        return read_line(sock)
+
+
+def read_line(sock: socket.socket) -> bytes:
+    """Bytes up to and including the next newline (or to the end of the stream)."""
+    data = bytearray()
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def ipv6_available() -> bool:
+    """This machine can listen on ``::1``."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def _proc_stat(pid: int) -> list[str]:
     """Fields of /proc/PID/stat after the command name (state is [0], utime [11], stime [12])."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
@@ -214,7 +313,7 @@ def cpu_seconds(pids) -> float:
     total = 0
     for pid in pids:
         with suppress(OSError, IndexError):
-            fields = proc_stat(pid)
+            fields = _proc_stat(pid)
             total += int(fields[11]) + int(fields[12])
     return total / ticks
 
@@ -233,17 +332,3 @@ def open_fds(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return 0
-
-
-def held_uploads(root: str | Path, pids: Iterable[int]) -> list[str]:
-    """The files uploads hold under ``root``: names reserved for uploads on disk, and unnamed
-    (``O_TMPFILE``) files one of ``pids`` has open there (/proc shows ``DIR/#INODE (deleted)``)."""
-    held = [name for _, _, names in os.walk(root) for name in names if is_reserved(name)]
-    for pid in pids:
-        with suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with suppress(OSError):
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if target.startswith(f"{root}/") and target.endswith(" (deleted)"):
-                        held.append(target)
-    return held

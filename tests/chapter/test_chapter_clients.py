@@ -15,6 +15,7 @@ from contextlib import ExitStack
 
 import pytest
 
+from sockkit.testing import MODELS as ALL_MODELS
 from tests.chapter.peers import (
     CTIME,
     Together,
@@ -29,7 +30,6 @@ from tests.chapter.peers import (
     stop,
 )
 from tests.chapter.sessions import DELAY, DELAYED_SESSION, ECHO_SESSIONS, FILES, SELECT_SESSION, shared_folder
-from tests.conftest import ALL_MODELS
 
 pytestmark = needs_namespace
 

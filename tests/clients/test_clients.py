@@ -10,7 +10,7 @@ import threading
 
 from sockkit.clients.probe import decode_escapes, render
 from sockkit.net import describe_bind_error, split_host_port
-from tests.conftest import running, sockkit_command
+from sockkit.testing import running, sockkit_command
 
 
 def run(*args, timeout=30):

@@ -16,8 +16,8 @@ import pytest
 
 from sockkit.clients import getfile, getfile_tree, getfile_upload
 from sockkit.errors import RemoteError, TransferInterrupted
+from sockkit.testing import MODELS as ALL_MODELS
 from sockkit.testing import running, start_server
-from tests.conftest import ALL_MODELS
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from sockkit.proxy import FaultProxyThread, Faults, ProxyFaults
+from sockkit.testing import MODELS as ALL_MODELS
 from sockkit.testing import running
-from tests.conftest import ALL_MODELS
 from tests.http.test_http_service import TRAVERSALS
 
 CURL = shutil.which("curl")

@@ -209,7 +209,7 @@ def test_report_renders_without_samples() -> None:
 
 def test_ipv6_target() -> None:
     """``[::1]:PORT`` reaches a server listening on IPv6 loopback."""
-    from tests.conftest import ipv6_available
+    from sockkit.testing import ipv6_available
 
     if not ipv6_available():
         pytest.skip("no IPv6 loopback here")

@@ -15,8 +15,7 @@ import pytest
 from sockkit.affinity import parse_cpus
 from sockkit.bench.targets import peer_targets
 from sockkit.catalog import models_where
-from sockkit.testing import running, sockkit_command
-from tests.conftest import read_line
+from sockkit.testing import read_line, running, sockkit_command
 
 ALLOWED = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
 needs_two_cpus = pytest.mark.skipif(len(ALLOWED) < 2, reason="needs at least two CPUs to tell pinned from not")

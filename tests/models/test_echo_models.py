@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import (
+from sockkit.testing import (
     PARALLEL_MODELS,
     descendants,
     exchange_line,

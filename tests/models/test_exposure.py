@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from sockkit.testing import running, sockkit_command
-from tests.conftest import exchange_line
+from sockkit.testing import exchange_line, running, sockkit_command
 
 
 def test_default_bind_is_loopback():

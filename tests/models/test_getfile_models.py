@@ -17,8 +17,8 @@ import pytest
 import xxhash
 
 from sockkit.protocols.getfile import FileHeader, Get, List, Put, Tree, format_request, parse_answer, parse_header
-from sockkit.testing import descendants, held_uploads
-from tests.conftest import PARALLEL_MODELS, running, sockkit_command, worker_options
+from sockkit.testing import PARALLEL_MODELS, descendants, running, sockkit_command, worker_options
+from tests.uploads import held_uploads
 
 BIG_SIZE = 32 << 20  # large enough that a client that never reads leaves the server stuck mid-send
 SIZES = {"zero": 0, "one": 1, "k-1": 1023, "k": 1024, "k+1": 1025, "three-megs": 3 << 20}

@@ -21,7 +21,7 @@ import xxhash
 
 from sockkit.protocols.getfile import Get, format_request, parse_answer, parse_header
 from sockkit.protocols.getfile import List as ListDir
-from tests.conftest import running
+from sockkit.testing import running
 
 #: Listing lines are ~230 bytes: 4,000 names make an answer far larger than any socket buffer.
 NAMES = 4000

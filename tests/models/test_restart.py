@@ -18,8 +18,8 @@ import pytest
 from sockkit import netlab
 from sockkit.load.plan import LoadPlan
 from sockkit.load.runner import run_load
-from sockkit.testing import alive, reload, running, start_server, stop_pid
-from tests.conftest import ALL_MODELS, exchange_line
+from sockkit.testing import MODELS as ALL_MODELS
+from sockkit.testing import alive, exchange_line, reload, running, start_server, stop_pid
 
 
 def test_a_reload_under_load_refuses_no_connect(model):

@@ -11,8 +11,7 @@ import time
 import pytest
 
 from sockkit.catalog import MODELS, models_where
-from sockkit.testing import running, sockkit_command
-from tests.conftest import read_line, worker_options
+from sockkit.testing import read_line, running, sockkit_command, worker_options
 
 TLS_MODELS = models_where(tls=True)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import time
 
-from tests.conftest import running
+from sockkit.testing import running
 
 DELAY = 2.0
 

@@ -18,9 +18,9 @@ from sockkit.services.getfile.digest import DigestCache, hash_descriptor
 from sockkit.services.getfile.root import RESERVED_PREFIX, is_reserved
 from sockkit.services.getfile.slots import LocalSlots, SharedSlots, make_slots
 from sockkit.services.getfile.transfers import MAX_QUEUED_FILES
-from sockkit.testing import held_uploads
 from sockkit.writeback import WRITEBACK_BYTES
 from tests.services.getfile_wire import Wire
+from tests.uploads import held_uploads
 
 PEER = Peer("127.0.0.1", 40000)
 BIG = bytes(range(256)) * 1024  # 256 KiB: past INLINE_BODY, so it travels as a SendFile

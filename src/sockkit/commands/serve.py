@@ -1,39 +1,117 @@
-"""``sockkit serve SERVICE --model MODEL``: bind, print where, hand over to the model."""
+"""``sockkit serve SERVICE --model MODEL``: bind, print where, hand over to the model.
+
+SERVICE is a built-in service, one an installed package registers (entry-point group
+``sockkit.services``), or ``MODULE:ATTRIBUTE`` naming a user's ``Service`` or factory. All of them
+get every model option; the running itself is ``sockkit.serving``'s, shared with ``sockkit.serve()``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import ssl
 import sys
 
-from sockkit import activation, affinity, catalog
-from sockkit.lifecycle import Log, Reload, StopSignal
+from sockkit import activation, affinity, catalog, plugins, serving
 from sockkit.models.settings import (
     DEFAULT_IDLE_SECONDS,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_SECONDS,
     Limits,
-    Server,
 )
-from sockkit.net import BindError, address_text, is_loopback, open_listeners
+from sockkit.net import BindError
 from sockkit.ports import listen_port
-from sockkit.procs import keep_receive_buffers_on_heap
 
 # Service names are listed eagerly for argparse; their modules load only when chosen.
 
 
+class _Services(argparse._SubParsersAction):
+    """The SERVICE choice: a name registered above, or ``MODULE:ATTRIBUTE``, whose parser is made
+    when it is named (a user's module is imported only when asked for)."""
+
+    class _Names:
+        """The choices argparse checks first: the registered names, plus every ``MODULE:ATTRIBUTE``."""
+
+        def __init__(self, names: dict) -> None:
+            self.names = names
+
+        def __contains__(self, name: object) -> bool:
+            return name in self.names or (isinstance(name, str) and plugins.is_target(name))
+
+        def __iter__(self):
+            return iter(self.names)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.choices = self._Names(self._name_parser_map)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        name = values[0]
+        if name not in self._name_parser_map and plugins.is_target(name):
+            try:
+                target = plugins.load_target(name)
+            except ValueError as exc:
+                parser.error(str(exc))
+            add_service_parser(self, plugins.spec_for(target, name, name))
+        super().__call__(parser, namespace, values, option_string)
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="run a service under a server model",
-                                   description="Run a service under one of the server models.")
-    services = parser.add_subparsers(dest="service", metavar="SERVICE", required=True)
+                                   description="Run a service under one of the server models. SERVICE is one of "
+                                               "those below, or MODULE:ATTRIBUTE naming your own (a Service, or a "
+                                               "factory taking the parsed options).")
+    parser.register("action", "services", _Services)
+    parser.add_argument("--list", action=_ListServices, help="list every service (built in and installed) and exit")
+    services = parser.add_subparsers(dest="service", metavar="SERVICE", required=True, action="services")
     for name in catalog.SERVICES:
-        spec = catalog.service_spec(name)
-        sub = services.add_parser(name, help=spec.help, description=spec.help,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                  epilog=_models_epilog())
-        add_server_arguments(sub, spec)
-        spec.add_arguments(sub)
-        sub.set_defaults(handler=run, spec=spec)
+        add_service_parser(services, catalog.service_spec(name))
+    for name, point in plugins.installed().items():
+        if name not in catalog.SERVICES:
+            add_service_parser(services, _installed_spec(name, point))
+
+
+def _installed_spec(name: str, point) -> catalog.ServiceSpec:
+    where = f"{point.value} (from {plugins.origin(point)})"
+    try:
+        target = point.load()
+    except Exception as exc:  # a broken plugin must not break `sockkit serve` for the others
+        message = f"cannot load service {name} from {plugins.origin(point)}: {exc!r}"
+
+        def broken(options):
+            raise ValueError(message)
+
+        return catalog.ServiceSpec(name=name, help=f"(broken: {exc!r})", default_port=0,
+                                   add_arguments=lambda parser: None, build=broken)
+    spec = plugins.spec_for(target, name, where)
+    return catalog.ServiceSpec(name=spec.name, help=f"{spec.help} [{plugins.origin(point)}]",
+                               default_port=spec.default_port, add_arguments=spec.add_arguments, build=spec.build)
+
+
+def add_service_parser(services, spec: catalog.ServiceSpec) -> None:
+    sub = services.add_parser(spec.name, help=spec.help, description=spec.help,
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_models_epilog())
+    add_server_arguments(sub, spec)
+    spec.add_arguments(sub)
+    sub.set_defaults(handler=run, spec=spec)
+
+
+class _ListServices(argparse.Action):
+    """``--list``: every service by name with its one line, and who provides it."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        rows = [(name, catalog.service_spec(name).help, "built in") for name in catalog.SERVICES]
+        for name, point in plugins.installed().items():
+            if name in catalog.SERVICES:
+                rows.append((name, f"not used: the built-in {name} comes first", plugins.origin(point)))
+            else:
+                rows.append((name, _installed_spec(name, point).help.rsplit(" [", 1)[0], plugins.origin(point)))
+        width = max(len(name) for name, _, _ in [*rows, ("MODULE:ATTRIBUTE", "", "")])
+        for name, text, where in rows:
+            print(f"{name:<{width}}  {text}  ({where})")
+        print(f"{'MODULE:ATTRIBUTE':<{width}}  your own service: a Service, or a factory taking the parsed options")
+        parser.exit()
 
 
 def _models_epilog() -> str:
@@ -47,7 +125,8 @@ def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceS
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; '' or 0.0.0.0 or :: to expose)")
     parser.add_argument("--port", type=listen_port, action="append", metavar="PORT",
-                        help=f"port to listen on, repeatable (default {spec.default_port}; 0 picks a free one)")
+                        help="port to listen on, repeatable "
+                             f"(default {spec.default_port or 'a free one'}; 0 picks a free one)")
     parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_SECONDS, metavar="SECONDS",
                         help=f"close a connection silent this long (default {DEFAULT_IDLE_SECONDS:g})")
     parser.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_SECONDS, metavar="SECONDS",
@@ -78,94 +157,27 @@ def _cpus(text: str) -> str | frozenset[int]:
         raise argparse.ArgumentTypeError(str(exc)) from None  # argparse names the option
 
 
-def tls_context(args: argparse.Namespace, model: catalog.Model) -> ssl.SSLContext | None:
-    """The server's TLS context, or None; ValueError says what is wrong with the options."""
-    if not (args.tls_cert or args.tls_key):
-        return None
-    if not (args.tls_cert and args.tls_key):
-        raise ValueError("--tls-cert and --tls-key go together")
-    if not model.tls:
-        raise ValueError(f"the {model.name} model does not do TLS; use {_or(catalog.models_where(tls=True))}")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(args.tls_cert, args.tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot load TLS certificate/key: {exc}") from None
-    return context
-
-
-def _or(names: list[str]) -> str:
-    return ", ".join(names[:-1]) + " or " + names[-1]
-
-
 def run(args: argparse.Namespace) -> int:
     spec: catalog.ServiceSpec = args.spec
-    model = catalog.MODELS[args.model or spec.default_model or catalog.fastest_model()].configured(fork=args.fork)
     try:
-        tls = tls_context(args, model)
-        cpus = affinity.choose(args.cpus, model, tls=tls is not None)
         service = spec.build(args)
+        # Sockets passed by systemd (socket activation) or by the server this one replaces (SIGHUP).
+        inherited = activation.inherited_listeners()
+        chosen = serving.plan(service, model=args.model or spec.default_model, host=args.host, inherited=inherited,
+                              port=args.port or spec.default_port or None, tls_cert=args.tls_cert,
+                              tls_key=args.tls_key, cpus=args.cpus, insecure=args.insecure, quiet=args.quiet,
+                              idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
+                              max_connections=args.max_connections, drain_timeout=args.drain_timeout,
+                              workers=args.workers, fork=args.fork)
     except (ValueError, OSError) as exc:
         print(f"sockkit: {exc}", file=sys.stderr)
         return 2
     try:
-        # Sockets passed by systemd (socket activation) or by the server this one replaces (SIGHUP).
-        inherited = activation.inherited_listeners()
-    except activation.ActivationError as exc:
-        print(f"sockkit: {exc}", file=sys.stderr)
-        return 2
-    hosts = [listener.getsockname()[0] for listener in inherited] or [args.host]
-    exposed = next((host for host in hosts if not is_loopback(host)), None)
-    if exposed is not None and tls is None:
-        # Beyond loopback, clear text needs --insecure: with no token anyone could use the service,
-        # and with one the token itself would cross the network for anyone on the way to read.
-        where = exposed or "every interface"
-        token = getattr(args, "token", None)
-        if not args.insecure:
-            if token:
-                print(f"sockkit: refusing to serve {spec.name} on {where} with a token but no TLS: the token would "
-                      "cross the network in clear text, for anyone on the way to read and reuse. Add "
-                      "--tls-cert/--tls-key, or --insecure to do it anyway.", file=sys.stderr)
-            else:
-                print(f"sockkit: refusing to serve {spec.name} on {where} in clear text with no token: anyone who "
-                      "can reach this machine could use it. Add --tls-cert/--tls-key, or --insecure to do it anyway.",
-                      file=sys.stderr)
-            return 2
-        exposed_what = "its token crosses the network in clear text" if token else "in clear text"
-        print(f"sockkit: warning: {spec.name} on {where} is open to other machines, {exposed_what} (--insecure)",
-              file=sys.stderr)
-    ports = args.port or [spec.default_port]
-    limits = Limits(idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
-                    max_connections=args.max_connections, drain_seconds=args.drain_timeout, fork=args.fork,
-                    tls=tls)
-    if args.workers:
-        limits.workers = args.workers
-    try:
-        listeners = inherited or open_listeners(args.host, ports, reuse_port=model.reuse_port)
+        listeners = serving.bind(chosen)
     except BindError as exc:
         print(f"sockkit: {exc.strerror}", file=sys.stderr)
         return 1
-    keep_receive_buffers_on_heap()
-    if cpus is not None:
-        affinity.pin(cpus)
-        why = "" if isinstance(args.cpus, frozenset) else \
-            f" (the {model.name} model's threads share one GIL; --cpus all spreads them)"
-        print(f"sockkit: running on CPU {affinity.describe(cpus)}{why}", file=sys.stderr, flush=True)
-    stop = StopSignal().install()
-    Reload(["serve", *_serve_arguments(args)], listeners, stop).install()
-    log = Log(quiet=args.quiet)
-    for listener in listeners:
-        print(f"sockkit {spec.name} server ({model.name}) listening on {address_text(listener)}", flush=True)
-    # Serving from here on (clients wait in the listen queue until the model accepts them): the
-    # server this one replaces may stop, and a service manager may count us as started. The
-    # model's code is loaded first, so that the queue waits for a loop to start, not for imports.
-    catalog.load(model.serve)
-    activation.take_over()
-    try:
-        model.run(Server(service, listeners, limits, log, stop))
-    finally:
-        stop.close()
+    serving.run(chosen, listeners, reload_argv=["serve", *_serve_arguments(args)])
     return 0
 
 

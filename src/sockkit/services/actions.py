@@ -107,8 +107,30 @@ class Peer:
     port: int
 
 
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """What a service needs from the model that runs it; a model that cannot give it refuses at
+    start, with a sentence saying why, before any port is bound."""
+
+    #: One state shared by all clients (a room, a store): every connection must live in one
+    #: process, so the models that fork a process per client or per worker are refused (each
+    #: process would get its own copy and clients would silently disagree).
+    shared_state: bool = False
+    #: Clients must arrive over TLS: refused under a model without TLS, or without a certificate.
+    tls: bool = False
+
+
+#: What a service that declares nothing needs: any model runs it.
+NEEDS_NOTHING = Needs()
+
+
 class Service(Protocol):
-    """A protocol that any server model can run."""
+    """A protocol that any server model can run.
+
+    Optional attributes, read with ``getattr`` so a service may leave them out:
+    ``needs: Needs`` (default ``NEEDS_NOTHING``) and ``default_port: int`` (the port
+    ``sockkit serve`` and ``sockkit.serve()`` listen on when none is given; without it, a free one).
+    """
 
     name: str
 
