@@ -201,7 +201,8 @@ def test_background_raises_refusals_and_bind_errors_before_forking():
         pass
     with pytest.raises(TypeError, match="unknown limit idle"), sockkit.background(ShoutService(), idle=3):
         pass
-    with pytest.raises(ValueError, match="port '65537' is out of range"), sockkit.background(ShoutService(), port=65537):
+    with pytest.raises(ValueError, match="port '65537' is out of range"), \
+            sockkit.background(ShoutService(), port=65537):
         pass
 
 
