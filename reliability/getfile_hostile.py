@@ -6,6 +6,7 @@ so the figures are what a hostile client could do, not what sockkit's own client
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -188,3 +189,56 @@ def token_guessing(model: str, scale: Scale) -> Row:
                                         f"({compared / took:.0f}/s; allowed {allowed:.0f}), {throttled} refused "
                                         f"unchecked; log lines {len(logged)}; other address let in "
                                         f"{honest.startswith(b'OK1')}", ok)
+
+
+@contextlib.contextmanager
+def _small_disk(base: Path, size: str):
+    """A tmpfs of ``size`` at ``base``/disk (None where it cannot be mounted)."""
+    mount = base / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@scenario("stalled-upload", "on an 8 MiB disk, client A uploads 5 of 6 MiB and goes silent: 1.5 s later "
+          "(--upload-stall 1) client B's 5 MiB upload is stored, A's room taken back, A told 'busy' with its next "
+          "bytes; nothing waits for the idle timeout (300 s)", MODELS)
+def stalled_upload(model: str, scale: Scale) -> Row:
+    if model == "sequential":
+        return skip("stalled-upload", model, "one client at a time: no one else runs during an upload")
+    base = Path(tempfile.mkdtemp(prefix="sockkit-rel-stall-"))
+    try:
+        with _small_disk(base, "8m") as disk:
+            if disk is None:
+                return skip("stalled-upload", model, "cannot mount a tmpfs here (needs root)")
+            a_data, b_data = os.urandom(6 << 20), os.urandom(5 << 20)
+            with getfile_server(model, disk, "--allow-upload", "--upload-stall", "1") as server, \
+                    socket.create_connection(("127.0.0.1", server.port), timeout=10) as owner:
+                ask(owner, f"PUT1 {len(a_data)} {digest_of(a_data)} 0 a.bin\n".encode())
+                owner.sendall(a_data[:5 << 20])
+                time.sleep(1.5)  # the stall itself (A sends nothing), not a synchronisation
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as other:
+                    go = ask(other, f"PUT1 {len(b_data)} {digest_of(b_data)} 0 b.bin\n".encode())
+                    stored = b""
+                    if go.startswith(b"OK1 0"):
+                        other.sendall(b_data)
+                        stored = ask(other, b"")
+                landed = (disk / "b.bin").exists() and (disk / "b.bin").read_bytes() == b_data
+                try:
+                    owner.sendall(a_data[5 << 20:(5 << 20) + 1000])
+                    told = read_line(owner)
+                except OSError:
+                    told = b""
+            left = sorted(os.listdir(disk))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    ok = stored.startswith(b"OK1") and landed and b"stalled" in told and left == ["b.bin"]
+    return Row("stalled-upload", model, f"B's upload: {(stored or go).decode(errors='replace').strip()[:60]!r}, "
+                                        f"stored intact {landed}; A told {told.decode(errors='replace').strip()[:50]!r}"
+                                        f"; on disk {left}", ok)

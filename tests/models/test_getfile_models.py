@@ -384,7 +384,7 @@ def test_token_from_environment_counts_for_the_exposure_rule(served, monkeypatch
 
     monkeypatch.setenv("SOCKKIT_TOKEN", "from-env")
     args = argparse.Namespace(root=str(served), allow_upload=False, token=None, max_transfers=4, max_upload=None,
-                              quiet=True, host="0.0.0.0")
+                              upload_stall=30.0, quiet=True, host="0.0.0.0")
     service = build(args)
     assert args.token == "from-env" and service.token == "from-env"
     service.root.close()

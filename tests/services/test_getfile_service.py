@@ -618,25 +618,6 @@ def test_random_request_lines_never_raise_and_get_one_answer(tree, line):
 # -- a full disk -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 1 MiB tmpfs as the served root (needs root and mount; skipped where either is missing)."""
-    import subprocess
-
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True, timeout=30)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
-
-
 def test_put_larger_than_free_space_is_refused_up_front(tiny_disk):
     w = wire(tiny_disk, allow_upload=True).send(format_request(Put("huge", 4 << 20, digest_of(b""))))
     assert w.take_error()[0] == "no-space"

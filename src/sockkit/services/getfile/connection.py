@@ -313,7 +313,7 @@ class GetfileConnection:
             return
         self.transfers.begin()
         try:
-            self.upload = Upload(self.service.root, request, self.service.max_upload)
+            self.upload = self.service.begin_upload(request)
         except BaseException:
             self.transfers.end()
             raise
@@ -323,7 +323,10 @@ class GetfileConnection:
 
     def _feed_upload(self, data: memoryview, actions: list[Action]) -> None:
         self.upload.feed(data)
-        if self.upload.wanted == 0:
+        if self.upload.stalled:  # told now, not after the rest, which must then not be read as requests
+            self._complete_upload(actions)
+            self._finish(actions)
+        elif self.upload.wanted == 0:
             self._complete_upload(actions)
 
     def _complete_upload(self, actions: list[Action]) -> None:

@@ -10,14 +10,16 @@ import hmac
 import math
 from collections.abc import Callable
 
-from sockkit.protocols.getfile import ErrorCode, format_error
+from sockkit.protocols.getfile import ErrorCode, Put, format_error
 from sockkit.services.actions import Clock, Peer
 from sockkit.services.getfile.connection import GetfileConnection
 from sockkit.services.getfile.digest import DigestCache
 from sockkit.services.getfile.http.site import HttpSite
 from sockkit.services.getfile.root import Refused, ServedRoot
 from sockkit.services.getfile.slots import Slots, make_slots
+from sockkit.services.getfile.stalls import Stalls
 from sockkit.services.getfile.throttle import BURST, REFILL, Throttle, Throttled, source_of
+from sockkit.services.getfile.upload import Upload
 
 #: Concurrent transfers per server by default: far above what one disk serves well at once, far
 #: below the default connection limit, so a crowd of downloads is told "busy" before it can
@@ -31,7 +33,8 @@ class GetfileService:
     def __init__(self, root: ServedRoot, *, allow_upload: bool = False, token: str | None = None,
                  slots: Slots | None = None, digests: DigestCache | None = None,
                  log: Callable[[str], None] | None = None, clock: Clock | None = None,
-                 max_upload: int | None = None, throttle: Throttle | None = None) -> None:
+                 max_upload: int | None = None, throttle: Throttle | None = None,
+                 stalls: Stalls | None = None) -> None:
         self.root = root
         self.allow_upload = allow_upload
         #: Largest upload taken (``--max-upload``), by PUT1 and HTTP alike; None: the disk's free space.
@@ -43,8 +46,15 @@ class GetfileService:
         self.log = log
         #: Wrong tokens counted per source address (None: not counted, as in tests that need no clock).
         self.throttle = throttle
+        #: Uploads in progress in every process, so stalled ones give their disk back (None: not listed).
+        self.stalls = stalls
         #: What HTTP clients on this port share (services/getfile/http); the clock dates its answers.
         self.http = HttpSite(clock)
+
+    def begin_upload(self, request: Put) -> Upload:
+        """The Upload for ``request`` under this server's rules (root, ``--max-upload``, stalled
+        uploads giving way); raises Refused. Every way in that stores a file (PUT1, HTTP) uses this."""
+        return Upload(self.root, request, self.max_upload, self.stalls)
 
     def connect(self, peer: Peer) -> GetfileConnection:
         return GetfileConnection(self, peer)

@@ -19,6 +19,8 @@ from sockkit.services.getfile.digest import DigestCache
 from sockkit.services.getfile.root import ServedRoot
 from sockkit.services.getfile.service import DEFAULT_MAX_TRANSFERS, GetfileService
 from sockkit.services.getfile.slots import LocalSlots, make_slots
+from sockkit.services.getfile.stalls import DEFAULT_STALL, Stalls
+from sockkit.services.getfile.stalls import RECORD_SIZE as STALL_RECORD
 from sockkit.services.getfile.throttle import RECORD_SIZE, SETS, Throttle
 
 TOKEN_ENV = "SOCKKIT_TOKEN"
@@ -37,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload", type=int, default=None, metavar="BYTES",
                         help="largest upload taken, in bytes, by sockkit put and HTTP alike (default: no limit "
                              "but the disk's free space)")
+    parser.add_argument("--upload-stall", type=float, default=DEFAULT_STALL, metavar="SECONDS",
+                        help="an upload whose client sends nothing for this long gives its disk space back (and is "
+                             f"refused) when another upload needs room, in every model (default {DEFAULT_STALL:g})")
     parser.add_argument("--token", default=None, metavar="TOKEN",
                         help=f"require clients to present this shared token first (default: ${TOKEN_ENV} if set)")
     parser.add_argument("--max-transfers", type=int, default=DEFAULT_MAX_TRANSFERS, metavar="N",
@@ -50,6 +55,8 @@ def build(args: argparse.Namespace) -> GetfileService:
         raise ValueError("--max-upload must be zero or more bytes")
     if args.max_transfers < 0:
         raise ValueError("--max-transfers must be zero (no limit) or more")
+    if args.upload_stall < 1:
+        raise ValueError("--upload-stall must be 1 second or more")
     args.token = token  # serve's exposure rule reads args.token
     root = ServedRoot(args.root)
     log = Log(quiet=args.quiet)
@@ -69,9 +76,13 @@ def build(args: argparse.Namespace) -> GetfileService:
         if isinstance(store, ofd.LocalRecords):
             log.line("getfile: OFD locks unavailable: wrong tokens are counted per process")
         throttle = Throttle(store, time.monotonic)
+    stalls = None
+    if args.allow_upload:  # uploads in progress listed for every process (each holds a transfer slot)
+        stalls = Stalls(ofd.records("sockkit-getfile-uploads", args.max_transfers or 1024, STALL_RECORD),
+                        time.monotonic, args.upload_stall)
     return GetfileService(root, allow_upload=args.allow_upload, token=token, slots=slots,
                           digests=DigestCache(clock=time.time), log=log_refusal, clock=time.time,
-                          max_upload=args.max_upload, throttle=throttle)
+                          max_upload=args.max_upload, throttle=throttle, stalls=stalls)
 
 
 SPEC = ServiceSpec(name="getfile", help="serve files under a root directory (getfile protocol v1 and the chapter's)",

@@ -1,14 +1,15 @@
 """One upload, from its checked target to the file under its final name: THE place for upload rules.
 
-Every way into the server that stores a file (``PUT1`` today; an HTTP upload path must drive this
-same class, never a copy of it) goes through ``Upload``: construct it (checks the target, takes
-no space yet, raises ``Refused``), ``feed`` it the body, then ``complete`` (raises ``Refused``) or
-``abort``. The transfer slot and the wire answers stay with the caller.
+Every way into the server that stores a file (``PUT1``, HTTP's PUT and form uploads) goes through
+``Upload``, made by ``GetfileService.begin_upload`` (checks the target, takes no space yet, raises
+``Refused``): ``feed`` it the body, then ``complete`` (raises ``Refused``) or ``abort``. The
+transfer slot and the wire answers stay with the caller.
 
 Rules:
 - The final name only ever holds a complete, verified, fsynced file, and exactly the bytes this
   upload's own hash verified. Only this upload's descriptor ever writes its file: no other client
-  can see it, read it, replace it or write into it (issue 16: a client that listed another's
+  can see it, read it, replace it or write into it (a stalled one may be emptied to make room, and
+  is then refused, never put in place) (issue 16: a client that listed another's
   temporary name and uploaded over it got its bytes put in place under the owner's verified OK).
 - So the body goes to an *unnamed* file (``O_TMPFILE`` in the target's directory, opened through
   the parent's directory descriptor, so it cannot land outside the root). At the end it is linked
@@ -19,6 +20,9 @@ Rules:
   ``O_CREAT|O_EXCL|O_NOFOLLOW``. No request can name a reserved name and no listing shows one
   (root.py), so this too is invisible and unreachable to every client, in every model: the rule
   lives in the path checks every process runs, not in any shared state.
+- A stalled upload gives its disk space back as soon as another needs it (stalls.py): its file is
+  emptied from outside and its client told ``busy``; so it holds the disk for ``--upload-stall``
+  (30 s) at most while anyone else wants it, not for the idle timeout (300 s).
 - Any failure, and any disconnect, removes the file (an unnamed one simply vanishes when its
   descriptor closes, even if the server is killed with SIGKILL; a reserved name is left behind
   only by a SIGKILL during the fallback, and never shown to anyone).
@@ -36,6 +40,7 @@ import xxhash
 
 from sockkit.protocols.getfile import DIGEST_ALGORITHM, ErrorCode, Put
 from sockkit.services.getfile.root import RESERVED_PREFIX, Refused, ServedRoot, Walk, split_request_path
+from sockkit.services.getfile.stalls import Stalls, Ticket
 from sockkit.writeback import Writeback
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -68,12 +73,15 @@ class Upload:
     place; ``None`` (a transport that carries no digest) checks the size alone.
     """
 
-    __slots__ = ("digest", "error", "fd", "hasher", "name", "overwrite", "received", "shown", "size", "temp", "walk",
-                 "writeback")
+    __slots__ = ("digest", "error", "fd", "hasher", "name", "overwrite", "received", "shown", "size", "stalled",
+                 "stalls", "temp", "ticket", "walk", "writeback")
 
-    def __init__(self, root: ServedRoot, request: Put, max_size: int | None = None) -> None:
+    def __init__(self, root: ServedRoot, request: Put, max_size: int | None = None,
+                 stalls: Stalls | None = None) -> None:
         """Check the target and create the file the body goes to; raises Refused. ``max_size``: the
-        server's ``--max-upload`` (None: only the disk's free space bounds an upload)."""
+        server's ``--max-upload`` (None: only the disk's free space bounds an upload). ``stalls``:
+        where uploads in progress are listed, so that stalled ones give their disk space back to
+        this one (stalls.py) when it finds too little room."""
         if max_size is not None and request.size > max_size:
             raise Refused(ErrorCode.TOO_LARGE, f"{request.path} is {request.size} bytes; this server takes uploads "
                                                f"of at most {max_size} bytes (--max-upload)")
@@ -92,12 +100,18 @@ class Upload:
         #: The file's name in the target's directory while it has one; "" while it is unnamed.
         self.temp = ""
         self.writeback: Writeback | None = None
+        self.stalls = stalls
+        self.ticket: Ticket | None = None
+        #: Reclaimed while stalled (stalls.py): its client is told at once, not after the rest.
+        self.stalled = False
         self.walk: Walk = root.open_directory("/".join(parts[:-1]))
         try:
             self._check_target()
             self._check_space()
             self.fd = self._create()
             self.writeback = Writeback(self.fd, 0)  # so the fsync in complete() has little left to wait for
+            if stalls is not None:
+                self.ticket = stalls.register(self.fd)
         except OSError as exc:
             self.abort()
             raise self._refusal(exc) from None
@@ -137,9 +151,12 @@ class Upload:
             raise Refused(ErrorCode.EXISTS, f"{self.shown} exists on the server; upload with --force to replace it")
 
     def _check_space(self) -> None:
-        fs = os.fstatvfs(self.walk.here)
-        if fs.f_bavail * fs.f_frsize < self.size:
+        if self._free() < self.size and (self.stalls is None or not self.stalls.reclaim() or self._free() < self.size):
             raise _no_space(self.shown)
+
+    def _free(self) -> int:
+        fs = os.fstatvfs(self.walk.here)
+        return fs.f_bavail * fs.f_frsize
 
     # -- the body -------------------------------------------------------------------------------
     @property
@@ -151,15 +168,31 @@ class Upload:
         self.received += len(data)
         if self.error is not None:
             return
+        if self.ticket is not None and not self.stalls.progress(self.ticket):
+            self.stalled = True
+            self.error = Refused(ErrorCode.BUSY, f"upload of {self.shown} stalled: nothing came for "
+                                                 f"{self.stalls.after:g} s and another upload needed the disk, so its "
+                                                 "bytes were dropped; send it again")
+            return
         self.hasher.update(data)
-        count = len(data)
         try:
-            while data:
-                written = os.write(self.fd, data)
-                data = data[written:]
-            self.writeback.advance(count)
+            self._write(data)
+            self.writeback.advance(len(data))
         except OSError as exc:
             self.error = self._refusal(exc)
+
+    def _write(self, data: memoryview) -> None:
+        retried = False
+        while data:
+            try:
+                written = os.write(self.fd, data)
+            except OSError as exc:
+                # The disk is full: uploads that stalled give their space back, then one more try.
+                if exc.errno not in _NO_SPACE or retried or self.stalls is None or not self.stalls.reclaim():
+                    raise
+                retried = True
+                continue
+            data = data[written:]
 
     def complete(self) -> None:
         """Once every byte arrived: verify, fsync, put in place; raises Refused (nothing stored).
@@ -227,6 +260,9 @@ class Upload:
 
     def abort(self) -> None:
         """Remove the file (if it is not in place) and release every descriptor; idempotent."""
+        ticket, self.ticket = self.ticket, None
+        if ticket is not None:  # before the descriptor closes: its number may be reused at once
+            self.stalls.forget(ticket)
         if self.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.fd)

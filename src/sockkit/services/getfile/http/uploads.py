@@ -197,7 +197,7 @@ def _begin(service, request: Request, transfers: Transfers, rel: str, size: int,
     except Refused as refused:
         raise UploadRefused(error_answer(request, 503, refused.message, close=True, retry=True)) from None
     try:
-        return Upload(service.root, Put(rel, size, None, overwrite), service.max_upload)
+        return service.begin_upload(Put(rel, size, None, overwrite))
     except Refused as refused:
         transfers.end()
         raise UploadRefused(error_answer(request, status_for(refused.code), refused.message, close=True)) from None
