@@ -133,6 +133,41 @@ def listening(pid: int, port: int) -> bool:
     return any(row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "0A" for row in table)
 
 
+def listening_port(pid: int) -> int | None:
+    """The port ``pid`` listens on (TCP, IPv4), found through its descriptors: for a chapter program
+    started with ``-port 0``, which picks a free port and does not say which."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    for row in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        if fields[3] == "0A" and fields[9] in inodes:
+            return int(fields[1].rsplit(":", 1)[1], 16)
+    return None
+
+
+@contextmanager
+def chapter_getfile_server(root: Path):
+    """Example 10-10's server (``getfile.py -mode server -host 127.0.0.1 -port 0``) sharing ``root``,
+    on the ordinary loopback -- it takes a port argument, so no namespace is needed; yields its port."""
+    proc = subprocess.Popen([sys.executable, str(PROGRAMS / "getfile.py"), "-mode", "server", "-host", "127.0.0.1",
+                             "-port", "0"], cwd=root, env=SERVER_ENV, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while (port := listening_port(proc.pid)) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"getfile.py -mode server never listened: {finish(proc)[1][-500:]}")
+            time.sleep(0.01)
+        yield port
+    finally:
+        proc.kill()  # by its PID: it has threads, no children
+        finish(proc)
+
+
 def finish(proc: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[str, str]:
     """Wait for ``proc`` to end; its whole stdout and stderr."""
     try:

@@ -8,6 +8,7 @@ Each runs in a private network namespace of its own: the chapter's servers bind 
 
 from __future__ import annotations
 
+import json
 import re
 from contextlib import ExitStack
 
@@ -156,10 +157,13 @@ def test_sockkit_get_against_the_chapters_server(chapter_getfile_server):
     """``sockkit get --legacy`` fetches from the chapter's server, unverified and saying so; without
     ``--legacy`` it writes nothing and says to use it."""
     net, here = chapter_getfile_server
-    proc = net.sockkit("get", "testdir/python15.lib", "--port", "50001", cwd=here)
-    _, err = finish(proc)
+    proc = net.sockkit("get", "testdir/python15.lib", "--port", "50001", "--progress", "json", cwd=here)
+    out, err = finish(proc)
     assert proc.returncode == 1 and "--legacy" in err
     assert list(here.iterdir()) == []
+    # For programs (the GUI's --subprocess mode): connected, then an error marked as a silent close.
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records[0] == {"connected": True} and records[-1]["silent"] is True
     lines = output(net.sockkit("get", "--legacy", "testdir/python15.lib", "--port", "50001", cwd=here))
     assert "NOT verified" in lines[-1]
     assert (here / "python15.lib").read_bytes() == FILES["testdir/python15.lib"]

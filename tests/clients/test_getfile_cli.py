@@ -69,8 +69,9 @@ def test_json_progress(tmp_path, server):
     done = sockkit("get", "dir/big.bin", "--port", str(server.port), "--progress", "json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     objects = [json.loads(line) for line in done.stdout.splitlines()]
+    assert objects[0] == {"connected": True}  # the connection is up; the server's answer comes next
     assert objects[-1] == {"done": len(BLOB), "total": len(BLOB), "path": "big.bin"}
-    assert all({"done", "total", "speed", "eta"} <= set(obj) for obj in objects[:-1])
+    assert all({"done", "total", "speed", "eta"} <= set(obj) for obj in objects[1:-1])
     assert "got big.bin" in done.stderr
 
 

@@ -65,11 +65,12 @@ def launch(screen: VirtualScreen, tmp_path: Path) -> Iterator:
     started: list[GuiProcess] = []
     config_home = tmp_path / "config"
 
-    def start(*args: str, stdin=None, status: bool = True) -> GuiProcess:
+    def start(*args: str, stdin=None, status: bool = True, program: list[str] | None = None) -> GuiProcess:
+        """``program`` (default: sockkit) with ``args``; ``--status-file`` added unless ``status`` is False."""
         status_file = tmp_path / f"status-{len(started)}.jsonl"
         full = [*args, "--status-file", str(status_file)] if status else list(args)
         kwargs = {} if stdin is None else {"stdin": stdin}
-        gui = GuiProcess(screen, full, status_file, config_home, cwd=tmp_path, **kwargs)
+        gui = GuiProcess(screen, full, status_file, config_home, cwd=tmp_path, program=program, **kwargs)
         started.append(gui)
         return gui
 

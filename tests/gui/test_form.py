@@ -3,29 +3,57 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
+
+from tests.chapter.peers import PROGRAMS
 
 tk = pytest.importorskip("tkinter", reason="Python was built without Tk")
 
 from sockkit.gui.form import DynamicForm, Form  # noqa: E402  (needs tkinter)
 
+#: 10.5.2.3: what the chapter's form self-test printed (Python 2's dict put Job first; the fields are
+#: Name, Age, Job). ``print key, '\t=>\t', value`` puts a space on each side of the tabs.
+BOOK_FORM_LINES = ["Job \t=>\t Educator, Entertainer", "Age \t=>\t 38", "Name \t=>\t Bob"]
 
-def test_form_self_test_prints_typed_values_and_stays_open(launch):
-    """`sockkit form`: Name/Age/Job typed, Return prints one `Label => value` line each; the form stays open;
-    Escape (Cancel) closes it."""
-    gui = launch("form", status=False)
-    gui.focus(gui.find("^sockkit form$"))
+
+def type_bob(gui, first_tab: bool = False) -> None:
+    """Name, Age and Job as the book's session typed them, then Return."""
+    if first_tab:
+        gui.key("Tab")  # the chapter's form gives no entry the focus: Tab reaches the first
     gui.type("Bob")
     gui.key("Tab")
     gui.type("38")
     gui.key("Tab")
     gui.type("Educator, Entertainer")
     gui.key("Return")
-    assert gui.wait_for_stdout(3) == ["Name => Bob", "Age => 38", "Job => Educator, Entertainer"]
+
+
+def test_form_self_test_prints_typed_values_and_stays_open(launch):
+    """`sockkit form`: Name/Age/Job typed, Return prints the chapter's `Name \t=>\t Bob` lines; the form
+    stays open; Escape (Cancel) closes it."""
+    gui = launch("form", status=False)
+    gui.focus(gui.find("^sockkit form$"))
+    type_bob(gui)
+    assert gui.wait_for_stdout(3) == ["Name \t=>\t Bob", "Age \t=>\t 38", "Job \t=>\t Educator, Entertainer"]
     assert gui.proc.poll() is None, "the canned form must stay open after a submit"
     gui.key("Escape")  # Cancel
     assert gui.wait() == 0
+
+
+def test_form_self_test_prints_what_the_chapters_form_prints(launch):
+    """The same keystrokes into the chapter's own form.py (Example 10-13, Python 3) and into `sockkit form`:
+    the same lines, byte for byte, and the book's lines (in Python 2's order)."""
+    chapter = launch(status=False, program=[sys.executable, str(PROGRAMS / "form.py")])
+    chapter.focus(chapter.find("^tk$"))  # the default root the chapter's Frame(None) makes
+    type_bob(chapter, first_tab=True)
+    theirs = chapter.wait_for_stdout(3)
+    ours = launch("form", status=False)
+    ours.focus(ours.find("^sockkit form$"))
+    type_bob(ours)
+    assert ours.wait_for_stdout(3) == theirs
+    assert sorted(theirs) == sorted(BOOK_FORM_LINES)
 
 
 def test_dynamic_form_asks_for_fields_then_goes_away_after_submit(launch):
@@ -40,7 +68,7 @@ def test_dynamic_form_asks_for_fields_then_goes_away_after_submit(launch):
     gui.key("Return")
     assert gui.wait() == 0
     out, _err = gui.output()
-    assert out.splitlines() == ["Enter field names: Field values...", "Name => mel", "Email => mel@example.org"]
+    assert out.splitlines() == ["Enter field names: Field values...", "Name \t=>\t mel", "Email \t=>\t mel@example.org"]
 
 
 @pytest.fixture
@@ -74,12 +102,12 @@ def test_submit_hook_gets_values_and_a_disabled_submit_ignores_return(tk_root):
 
 
 def test_form_without_hooks_prints_and_cancel_closes_its_window(tk_root, capsys):
-    """The default on_submit prints `Label => value`; the default Cancel destroys the form's own toplevel."""
+    """The default on_submit prints `Label \\t=>\\t value`; the default Cancel destroys the form's own toplevel."""
     top = tk.Toplevel(tk_root)
     form = Form(["Name"], top)
     form.set_value("Name", "Bob")
     form.submit()
-    assert capsys.readouterr().out == "Name => Bob\n"
+    assert capsys.readouterr().out == "Name \t=>\t Bob\n"
     form.cancel()
     assert not top.winfo_exists()
 
@@ -91,7 +119,7 @@ def test_dynamic_form_asks_through_the_given_function(tk_root, capsys):
     assert form.labels == ["Web", "Locale"]
     form.set_value("Locale", "Colorado")
     form.submit()
-    assert capsys.readouterr().out == "Field values...\nWeb => \nLocale => Colorado\n"
+    assert capsys.readouterr().out == "Field values...\nWeb \t=>\t \nLocale \t=>\t Colorado\n"
 
 
 def test_a_form_needs_fields(tk_root):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -328,3 +329,75 @@ def test_browse_against_a_silent_server_never_freezes_the_window(launch, tmp_pat
         assert cli.stderr.splitlines()[-1] == f"sockkit ls: {error['message']}"
         dismiss_dialog(gui, "sockkit getfile: error")
         quit_window(gui)
+
+
+def test_falls_back_to_the_chapters_server(launch, served_root, tmp_path, mode):
+    """Against the chapter's own getfile server (Example 10-10, Python 3), which closes without a word on
+    sockkit's request line: the window speaks the chapter's protocol instead, as the ``getfile`` command
+    does, and says the copy is not verified (status line, dialog); the file arrives whole."""
+    from tests.chapter.peers import chapter_getfile_server
+
+    with chapter_getfile_server(served_root) as port:
+        gui, _ready = open_window(launch, *mode)
+        fill_form(gui, "127.0.0.1", port, "sub/inner.txt", tmp_path)
+        done = gui.wait_for("done", timeout=60)
+    assert done["verified"] is False
+    assert done["warning"] == "the server speaks only the chapter's protocol; the copy is not verified"
+    assert (tmp_path / "inner.txt").read_bytes() == (served_root / "sub" / "inner.txt").read_bytes()
+    dialog = gui.wait_for("dialog", lambda e: e["title"] == "sockkit getfile: done")
+    assert done["warning"] in dialog["message"] and "NOT verified" in dialog["message"]
+    dismiss_dialog(gui, "sockkit getfile: done")
+    quit_window(gui)
+
+
+def test_says_connected_while_it_waits_for_the_answer(launch, tmp_path, mode):
+    """A server that accepts and never answers: once connected the window says so (not "Connecting to..."
+    for the whole wait), then reports the timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog; nobody ever answers them
+        gui, _ready = open_window(launch, "--timeout", "3", *mode)
+        fill_form(gui, "127.0.0.1", silent.getsockname()[1], "small.txt", tmp_path)
+        connected = gui.wait_for("connected", timeout=30)
+        error = gui.wait_for("error", timeout=60)
+    assert connected["t"] < error["t"]
+    dismiss_dialog(gui, "sockkit getfile: error")
+    quit_window(gui)
+
+
+def test_double_click_on_cancel_does_not_quit(launch, server, tmp_path, mode):
+    """Cancel double-clicked mid-download: the first click cancels; the second lands on the button that
+    now reads Quit, and must not close the window whose download it just cancelled."""
+    from sockkit.gui.harness import xdotool
+
+    gui, ready = open_window(launch, "--limit-rate", "500K", *mode)
+    fill_form(gui, "127.0.0.1", server.port, "big.bin", tmp_path)
+    gui.wait_for("progress", lambda e: e["percent"] >= 5, timeout=30)
+    gui.click(*ready["buttons"]["cancel"])
+    gui.wait_for("cancelled", timeout=30)
+    xdotool(gui.display, "click", "1")  # the second click, the pointer where the first left it
+    # An X event sent after the click: once the window has laid out this resize, it has seen the click.
+    xdotool_resize(gui, 640, 330)
+    gui.wait_for("configure", lambda e: (e["width"], e["height"]) == (640, 330), timeout=20)
+    assert gui.proc.poll() is None and not gui.events("closed"), "the second click quit the window"
+    assert list(tmp_path.glob("big.bin*.part")), "the cancelled download keeps its part"
+    quit_window(gui)
+
+
+def test_the_chapters_getfilegui_against_sockkit(launch, server, served_root, tmp_path):
+    """The chapter's own GUI client (Example 10-14 with its form, 10-13, and getfile, 10-10, in Python 3)
+    against ``sockkit serve getfile``: it prints its form as the book's session does, then the book's
+    ``Client got`` line, and the file (named as the book names it: ``sub\\inner.txt``) arrives whole."""
+    import sys
+
+    from tests.chapter.peers import CTIME, PROGRAMS
+
+    gui = launch(status=False, program=[sys.executable, str(PROGRAMS / "getfilegui.py")])
+    gui.focus(gui.find("^getfilegui$"))
+    gui.key("Tab")  # the chapter's form gives no entry the focus: Tab reaches the first
+    fill_form(gui, "127.0.0.1", server.port, "sub\\inner.txt", tmp_path)
+    lines = gui.wait_for_stdout(5, timeout=60)
+    assert sorted(lines[:4]) == sorted(["Server Name \t=>\t 127.0.0.1", f"Port Number \t=>\t {server.port}",
+                                        "File Name \t=>\t sub\\inner.txt", f"Local Dir? \t=>\t {tmp_path}"])
+    assert re.fullmatch(rf"Client got sub\\inner\.txt at {CTIME}", lines[4]), lines[4]
+    assert (tmp_path / "sub\\inner.txt").read_bytes() == (served_root / "sub" / "inner.txt").read_bytes()

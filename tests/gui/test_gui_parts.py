@@ -22,6 +22,7 @@ from sockkit.gui.browse import join, parent_of, rows_for
 from sockkit.gui.getfile_window import format_progress, format_seconds
 from sockkit.gui.jobs import (
     CHILD_STOP_SECONDS,
+    Connected,
     Failed,
     Finished,
     InProcessDownload,
@@ -44,7 +45,7 @@ def drain(job: Job, timeout: float = 60.0) -> list:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got += job.messages(100)
-        if got and not isinstance(got[-1], Progressed):
+        if got and not isinstance(got[-1], Progressed | Connected):
             return got
         time.sleep(0.02)
     raise AssertionError(f"job did not finish within {timeout} s: {got[-3:]}")
@@ -59,10 +60,12 @@ def job_type(request):
 
 
 def test_download_job_reports_progress_then_finished(server, served_root, tmp_path, job_type):
-    """Progress messages climb to the full size, then one Finished with the local path, verified."""
+    """Connected first, then progress messages climb to the full size, then one Finished with the local
+    path, verified."""
     job = job_type(Request("big.bin", "127.0.0.1", server.port, str(tmp_path))).start()
     messages = drain(job)
     assert job.join(10)
+    assert messages[0] == Connected() and messages.count(Connected()) == 1
     size = (served_root / "big.bin").stat().st_size
     assert messages[-1] == Finished(str(tmp_path / "big.bin"), size, True)
     progress = [m for m in messages if isinstance(m, Progressed)]

@@ -18,7 +18,7 @@ from sockkit.clients import getfile
 from sockkit.clients.localfs import human_size
 from sockkit.clients.retry import MAX_RETRIES, with_retries
 from sockkit.commands.progress import ProgressPrinter
-from sockkit.errors import SockkitError, describe, printable
+from sockkit.errors import NoAnswer, SockkitError, describe, printable
 from sockkit.ports import connect_port
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def connection(args: argparse.Namespace) -> dict:
 
 def fail(command: str, exc: BaseException, printer: ProgressPrinter | None = None) -> int:
     if printer is not None:
-        printer.error(describe(exc))
+        printer.error(describe(exc), silent=isinstance(exc, NoAnswer))
     print(f"sockkit {command}: {describe(exc)}", file=sys.stderr)
     return 130 if isinstance(exc, KeyboardInterrupt) else 1
 
@@ -145,9 +145,10 @@ def run_get(args: argparse.Namespace) -> int:
 
             return legacy_download(args.remote, host=args.host, port=args.port, dest=args.output,
                                    force=args.force, progress=printer, limit_rate=args.limit_rate,
-                                   timeout=args.timeout)
+                                   timeout=args.timeout, connected=printer.connected)
         return getfile.download(args.remote, dest=args.output, force=args.force, progress=printer,
-                                limit_rate=args.limit_rate, durable=args.durable, **connection(args))
+                                limit_rate=args.limit_rate, durable=args.durable, connected=printer.connected,
+                                **connection(args))
 
     try:
         result = with_retries(attempt, args.retry, on_retry=retrying)

@@ -2,8 +2,10 @@
 
 ``--progress json`` prints one object per line on stdout, for programs (the GUI's subprocess
 mode): ``{"done": N, "total": N, "speed": B/s, "eta": s|null}`` while running, then
-``{"done": N, "total": N, "path": "..."}`` on success or ``{"error": "one line"}`` on failure;
-with ``--retry``, ``{"retrying": "why", "retry": N, "wait": s}`` before each new attempt.
+``{"done": N, "total": N, "path": "..."}`` on success or ``{"error": "one line"}`` on failure
+(with ``"silent": true`` when the server closed without a word, as the chapter's own server does:
+``--legacy`` may then work); ``{"connected": true}`` once the connection is up, before the server
+answers; with ``--retry``, ``{"retrying": "why", "retry": N, "wait": s}`` before each new attempt.
 The human summary line then goes to stderr so stdout stays pure JSON.
 """
 
@@ -45,9 +47,13 @@ class ProgressPrinter:
         if self.mode == "json":
             self._json({"done": done, "total": total, "path": path})
 
-    def error(self, message: str) -> None:
+    def error(self, message: str, silent: bool = False) -> None:
         if self.mode == "json":
-            self._json({"error": message})
+            self._json({"error": message, "silent": True} if silent else {"error": message})
+
+    def connected(self) -> None:
+        if self.mode == "json":
+            self._json({"connected": True})
 
     def retrying(self, why: str, retry: int, retries: int, wait: float) -> None:
         """An attempt failed and another follows: one line on stderr (the bar starts afresh)."""

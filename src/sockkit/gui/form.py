@@ -23,7 +23,8 @@ class Form:
     """Labels and entries on a grid inside ``parent``, with Submit and Cancel buttons.
 
     ``on_submit(values)`` runs on Submit or Return; ``on_cancel()`` on Cancel or Escape. Without
-    them the form prints its values (one ``Label => value`` line each) and Cancel closes its window.
+    them the form prints its values (one ``Label \\t=>\\t value`` line each, as the chapter's
+    ``print key, '\\t=>\\t', value``) and Cancel closes its window.
     """
 
     def __init__(self, labels: Iterable[str], parent: tk.Misc | None = None, *,
@@ -118,9 +119,10 @@ class DynamicForm(Form):
 
 
 def print_values(values: Values, out=None) -> None:
+    """One line per field, exactly as the chapter's form prints them: ``Name \\t=>\\t Bob``."""
     out = out or sys.stdout
     for label, value in values.items():
-        print(f"{label} => {value}", file=out)
+        print(label, "\t=>\t", value, file=out)
     out.flush()  # a pipe reader (a test, a script) sees each submit at once
 
 

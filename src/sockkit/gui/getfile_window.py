@@ -5,6 +5,8 @@ until the file arrived. Here the Tk thread only ever does quick work: Submit sta
 (``jobs.InProcessDownload``, or ``jobs.SubprocessDownload`` for ``--subprocess``) and returns;
 an ``after()`` timer drains the worker's queue into the progress bar; Cancel sets the worker's
 cancel switch. Errors are shown with ``describe(exc)``'s words, the ones ``sockkit get`` prints.
+A server that closes without a word is the chapter's own: the worker speaks its protocol instead
+and the window says the copy is not verified, as the ``getfile`` command does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sockkit.gui import settings
 from sockkit.gui.browse import BrowseDialog
 from sockkit.gui.form import Form
 from sockkit.gui.jobs import (
+    Connected,
     Failed,
     Finished,
     InProcessDownload,
@@ -44,6 +47,10 @@ MAX_MESSAGES_PER_POLL = 200
 HEARTBEAT_MS = 100
 #: How long closing the window waits for a cancelled worker (in-process cancel takes ~0.2 s).
 CLOSE_WAIT_SECONDS = 2.0
+#: After a cancel, Cancel turns back into Quit only once the pointer has left it, or after this long:
+#: the second click of a double-click on Cancel (X and Tk count two clicks 500 ms apart as one
+#: double-click) must not quit the window whose download it just cancelled.
+QUIT_ARM_MS = 1000
 
 
 @dataclass
@@ -119,6 +126,8 @@ class GetfileWindow:
         self.line.bind("<Configure>", lambda e: self.line.configure(wraplength=max(100, e.width - 4)))
         self.job: Job | None = None
         self.cancelling = False
+        self.quit_held = False  # Quit stays disabled after a cancel (QUIT_ARM_MS)
+        self.form.cancel_button.bind("<Leave>", lambda _e: self.arm_quit(), add="+")
         self.size = (0, 0)
         # Escape cancels a transfer but never closes the window: Quit (or Ctrl-Q) does that.
         root.bind("<Escape>", lambda _e: self.cancel())
@@ -141,6 +150,20 @@ class GetfileWindow:
         self.folder_button.state(state)
         self.form.cancel_button.state(["!disabled"])
         self.form.cancel_button.configure(text="Cancel" if busy else "Quit")
+        self.quit_held = False
+
+    def hold_quit(self) -> None:
+        """Cancel has just become Quit under the pointer: keep it disabled until the pointer leaves
+        it or QUIT_ARM_MS pass, so a double-click on Cancel does not quit."""
+        self.quit_held = True
+        self.form.cancel_button.state(["disabled"])
+        self.root.after(QUIT_ARM_MS, self.arm_quit)
+
+    def arm_quit(self) -> None:
+        if self.quit_held and not self.busy():
+            self.quit_held = False
+            self.form.cancel_button.state(["!disabled"])
+            self.status.emit("quit-armed")
 
     def announce(self, attempts: int = 250) -> None:
         """Once the window is on screen, log where its buttons are, so a test can click them as a person would."""
@@ -259,6 +282,8 @@ class GetfileWindow:
             for message in messages:
                 if isinstance(message, Progressed):
                     latest = message  # only the newest is worth drawing
+                elif isinstance(message, Connected):
+                    self.show_connected()
                 else:
                     if latest is not None:
                         self.show_progress(latest)
@@ -268,6 +293,13 @@ class GetfileWindow:
             if latest is not None:
                 self.show_progress(latest)
         self.root.after(POLL_MS, self.poll)
+
+    def show_connected(self) -> None:
+        request: Request | None = getattr(self.job, "request", None)
+        where = f"{request.host}:{request.port}" if request is not None else "the server"
+        if not self.cancelling:
+            self.line.configure(text=f"Connected to {where}; waiting for the server's answer...")
+        self.status.emit("connected")
 
     def show_progress(self, p: Progressed) -> None:
         percent = 100.0 * p.done / p.total if p.total > 0 else 0.0
@@ -291,14 +323,17 @@ class GetfileWindow:
             else:
                 resumed = f", resumed at {human_size(message.resumed_from)}" if message.resumed_from else ""
                 what, how = "Downloaded", f"{size}{resumed}, {check}"
-            self.line.configure(text=f"{what} {message.path}, {how}.")
+            warning = f" Warning: {message.warning}." if message.warning else ""
+            self.line.configure(text=f"{what} {message.path}, {how}.{warning}")
             self.status.emit("done", path=message.path, size=message.size, verified=message.verified,
-                             resumed_from=message.resumed_from, unchanged=message.unchanged)
-            self.show_info(f"{what} {message.path}\n{how} (xxh3-128)")
+                             resumed_from=message.resumed_from, unchanged=message.unchanged, warning=message.warning)
+            lines = [f"{what} {message.path}", f"{how} (xxh3-128)" if message.verified else how]
+            self.show_info("\n".join([*lines, message.warning] if message.warning else lines))
         elif isinstance(message, Stopped):
             folder = request.folder if request is not None else ""
             self.line.configure(text=f"Cancelled. The partial copy (.part) is kept in {folder}: "
                                      "Submit again to resume.")
+            self.hold_quit()
             self.status.emit("cancelled", folder=folder)
         else:
             self.line.configure(text=f"Failed: {message.message}")

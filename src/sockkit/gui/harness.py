@@ -124,17 +124,20 @@ def screenshot(display: str, path: Path, trim: bool = True) -> Path:
 
 
 class GuiProcess:
-    """``sockkit gui`` (or ``sockkit form``) as a child process on a virtual screen, with its event log."""
+    """``sockkit gui`` (or ``sockkit form``, or ``program`` -- another Tk program, such as the chapter's
+    own) as a child process on a virtual screen, with its event log."""
 
     def __init__(self, screen: VirtualScreen, args: list[str], status_file: Path, config_home: Path,
-                 stdin: IO | int | None = subprocess.DEVNULL, cwd: Path | None = None) -> None:
+                 stdin: IO | int | None = subprocess.DEVNULL, cwd: Path | None = None,
+                 program: list[str] | None = None) -> None:
         self.display = screen.display
         self.status_file = status_file
         status_file.unlink(missing_ok=True)
         env = screen.env(XDG_CONFIG_HOME=str(config_home), PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                             env.get("PYTHONPATH", "")]))
-        self.proc = subprocess.Popen([sys.executable, "-m", "sockkit", *args], env=env, stdin=stdin,
+        command = [*program, *args] if program is not None else [sys.executable, "-m", "sockkit", *args]
+        self.proc = subprocess.Popen(command, env=env, stdin=stdin,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
         self.window: str | None = None
         # Read by threads so a chatty child can never block on a full pipe, and a test can wait

@@ -3,7 +3,9 @@
 Rule: nothing here touches a widget (Tk is not thread-safe). A job puts plain messages on its
 queue; the window drains the queue from an ``after()`` timer. The transfer itself is the client
 library's (``sockkit.clients.getfile``) or the CLI's (``sockkit get``): there is no protocol code
-in the GUI, so the window says exactly what the command line says.
+in the GUI, so the window says exactly what the command line says. Like the chapter's ``getfile``
+command, a download falls back to the chapter's protocol when the server closes without a word
+(the chapter's own server), and says the copy is not verified.
 """
 
 from __future__ import annotations
@@ -20,13 +22,20 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sockkit.clients import getfile
+from sockkit.clients.getfile_legacy import UNVERIFIED_FALLBACK, download_or_legacy
 from sockkit.commands.get import tls_context
 from sockkit.errors import Cancelled, describe
 from sockkit.protocols.getfile import Entry
 
 # --- messages (worker -> Tk thread) ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Connected:
+    """The connection is up; the server's answer is awaited."""
+
 
 @dataclass(frozen=True)
 class Progressed:
@@ -43,6 +52,7 @@ class Finished:
     verified: bool
     resumed_from: int = 0   # bytes a kept .part already held (the subprocess mode cannot tell: 0)
     unchanged: bool = False  # the local file was already this version: nothing was transferred
+    warning: str = ""  # what the user must know about this copy (the chapter's protocol: not verified)
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,7 @@ class Listed:
     entries: list[Entry]
 
 
-Message = Progressed | Finished | Failed | Stopped | Listed
+Message = Connected | Progressed | Finished | Failed | Stopped | Listed
 
 
 @dataclass(frozen=True)
@@ -156,13 +166,14 @@ class InProcessDownload(Job):
     def work(self) -> None:
         r = self.request
         try:
-            result = getfile.download(r.remote, dest=destination(r.folder), force=r.force, progress=self.report,
-                                      cancel=self.cancel_event, limit_rate=r.limit_rate, **r.connection())
+            result = download_or_legacy(r.remote, dest=destination(r.folder), force=r.force, progress=self.report,
+                                        cancel=self.cancel_event, limit_rate=r.limit_rate,
+                                        connected=lambda: self.inbox.put(Connected()), **r.connection())
         except Cancelled:
             self.inbox.put(Stopped())
             return
         self.inbox.put(Finished(str(result.path), result.size, result.verified, result.resumed_from,
-                                result.unchanged))
+                                result.unchanged, "" if result.verified else UNVERIFIED_FALLBACK))
 
 
 def get_command(request: Request) -> list[str]:
@@ -187,11 +198,19 @@ CHILD_STOP_SECONDS = 5.0
 MAX_STDERR_LINES = 50
 
 
+class ChildOutcome(NamedTuple):
+    code: int  # the child's exit status
+    final: dict | None  # its last JSON record on success (``path``, ``total``)
+    error: str | None  # its JSON error, if any
+    silent: bool  # it failed because the server closed without a word (the chapter's server)
+
+
 class SubprocessDownload(Job):
     """``sockkit get ... --progress json`` as a child process; its JSON lines become queue messages.
 
     Cancel sends the child SIGINT, by its PID: the CLI's own Ctrl-C path, which keeps the ``.part``
-    and exits 130. A child that ignores it is killed after CHILD_STOP_SECONDS.
+    and exits 130. A child that ignores it is killed after CHILD_STOP_SECONDS. A child whose server
+    closed without a word is followed by a second one with ``--legacy``.
     """
 
     def __init__(self, request: Request, command: Callable[[Request], list[str]] = get_command) -> None:
@@ -233,37 +252,52 @@ class SubprocessDownload(Job):
         env.pop(TOKEN_ENV, None)
         if self.request.token:
             env[TOKEN_ENV] = self.request.token
+        legacy = False
+        outcome = self._run_child(self.command, env)
+        if outcome is not None and outcome.silent and not self.cancel_event.is_set():
+            # Closed without a word: the chapter's own server. Its protocol, as the getfile command does.
+            legacy = True
+            outcome = self._run_child([*self.command, "--legacy"], env)
+        if outcome is None or (self.cancel_event.is_set() and outcome.code != 0):
+            self.inbox.put(Stopped())
+        elif outcome.code == 0 and outcome.final is not None:
+            self.inbox.put(Finished(str(outcome.final["path"]), int(outcome.final.get("total") or 0), not legacy,
+                                    warning=UNVERIFIED_FALLBACK if legacy else ""))
+        else:
+            self.inbox.put(Failed(self.error_text(outcome.error, outcome.code)))
+
+    def _run_child(self, command: list[str], env: dict[str, str]) -> ChildOutcome | None:
+        """One ``sockkit get`` child, its JSON lines turned into messages; None if cancelled before it began."""
         with self.lock:
             if self.cancel_event.is_set():
-                self.inbox.put(Stopped())
-                return
-            self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                return None
+            self.interrupted = False
+            self.stderr_lines.clear()
+            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True, bufsize=1, env=env)
         # stderr is drained by its own thread so a chatty child can never block on a full pipe.
         drain = threading.Thread(target=self._read_stderr, daemon=True)
         drain.start()
         final: dict | None = None
         error: str | None = None
+        silent = False
         for line in self.proc.stdout:
             record = parse_json_line(line)
             if record is None:
                 continue
             if "error" in record:
-                error = str(record["error"])
+                error, silent = str(record["error"]), bool(record.get("silent"))
             elif "path" in record:
                 final = record
+            elif "connected" in record:
+                self.inbox.put(Connected())
             elif "done" in record:
                 self.inbox.put(Progressed(int(record["done"]), int(record.get("total") or 0),
                                           float(record.get("speed") or 0.0), record.get("eta")))
         self.proc.stdout.close()
         code = self._wait()
         drain.join(CHILD_STOP_SECONDS)
-        if self.cancel_event.is_set() and code != 0:
-            self.inbox.put(Stopped())
-        elif code == 0 and final is not None:
-            self.inbox.put(Finished(str(final["path"]), int(final.get("total") or 0), True))
-        else:
-            self.inbox.put(Failed(self.error_text(error, code)))
+        return ChildOutcome(code, final, error, silent and code != 0)
 
     def _wait(self) -> int:
         assert self.proc is not None
