@@ -19,6 +19,7 @@ import io
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -82,7 +83,7 @@ def background(service: Service, *, model: str | None = None, host: str = "127.0
                            f"it printed: {server.lines[-10:]}")
 
 
-def _fork_server(chosen: serving.Plan, listeners) -> ForkedChild:
+def _fork_server(chosen: serving.Plan, listeners: list[socket.socket]) -> ForkedChild:
     read_fd, write_fd = os.pipe()
     parent = os.getpid()
     on_main_thread = threading.current_thread() is threading.main_thread()
@@ -97,7 +98,7 @@ def _fork_server(chosen: serving.Plan, listeners) -> ForkedChild:
     return ForkedChild(pid, open(read_fd, encoding="utf-8", errors="replace"))
 
 
-def _serve_in_child(chosen: serving.Plan, listeners, write_fd: int, parent: int | None) -> None:
+def _serve_in_child(chosen: serving.Plan, listeners: list[socket.socket], write_fd: int, parent: int | None) -> None:
     """In the child: stdout to the parent's pipe, default signal handling, serve, leave with _exit."""
     status = 1
     try:

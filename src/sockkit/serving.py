@@ -13,8 +13,9 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sockkit import activation, affinity, catalog
 from sockkit.lifecycle import Log, Reload, StopSignal
@@ -75,7 +76,7 @@ def plan(service: Service, *, model: str | None = None, host: str = "127.0.0.1",
          inherited: list[socket.socket] | None = None, port: int | Iterable[int] | None = None,
          tls_cert: str | None = None, tls_key: str | None = None,
          cpus: str | frozenset[int] = "auto", insecure: bool = False, quiet: bool = False,
-         warn=print, **limits) -> Plan:
+         warn: Callable[..., object] = print, **limits: Any) -> Plan:
     """Every check before binding. ValueError (or TypeError for an unknown limit) says what is wrong.
 
     ``warn(text, file=sys.stderr)`` reports an exposure allowed by ``insecure``; ``inherited``:
