@@ -3,6 +3,7 @@ and a cost linear in the bytes fed."""
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -24,11 +25,8 @@ def fed(buffer: LineBuffer, chunks: list[bytes]) -> tuple[list[bytes], bytes]:
 @given(st.lists(st.integers(min_value=1, max_value=40), max_size=60))
 def test_any_cut_gives_the_lines_of_one_chunk(sizes):
     """Chunks of any sizes give exactly the lines (and tail) of the whole stream fed at once."""
-    chunks, rest = [], STREAM
-    for size in sizes:
-        chunks.append(rest[:size])
-        rest = rest[size:]
-    chunks.append(rest)
+    cuts = [min(cut, len(STREAM)) for cut in itertools.accumulate(sizes)]
+    chunks = [STREAM[start:end] for start, end in zip([0, *cuts], [*cuts, len(STREAM)], strict=True)]
     assert fed(LineBuffer(1000), chunks) == fed(LineBuffer(1000), [STREAM])
     assert fed(LineBuffer(1000), chunks) == (STREAM.split(b"\n")[:-1], b"last")
 
