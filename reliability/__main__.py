@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from reliability import (  # noqa: F401  (register scenarios)
+    balancer_scenarios,
     client_scenarios,
     echo_hostile,
     getfile_hostile,
