@@ -129,12 +129,14 @@ class Connection(NamedTuple):
     #: Milliseconds: waiting in queues, connecting to the server (-1: never connected), in all.
     connect_ms: int
     total_ms: int
+    #: Bytes sent from the server to the client: 0 for a client that got no answer at all.
+    bytes: int
     #: Two letters: who ended it and in which phase (``--``: normally; ``SD``: the server went away
     #: during the data phase; ``CD``: the client did ...).
     state: str
     retries: int
 
-    _LINE = re.compile(r"^(\S+) \[[^\]]+\] \S+ ([^/\s]+)/(\S+) (-?\d+)/(-?\d+)/\+?(-?\d+) \+?\d+ (\S\S) "
+    _LINE = re.compile(r"^(\S+) \[[^\]]+\] \S+ ([^/\s]+)/(\S+) (-?\d+)/(-?\d+)/\+?(-?\d+) \+?(\d+) (\S\S) "
                        r"\d+/\d+/\d+/\d+/\+?(\d+)")
 
     @classmethod
@@ -142,12 +144,14 @@ class Connection(NamedTuple):
         match = cls._LINE.match(line.strip())
         if match is None:
             return None
-        client, backend, server, _, connect, total, state, retries = match.groups()
-        return cls(client, backend, server, int(connect), int(total), state, int(retries))
+        client, backend, server, _, connect, total, sent, state, retries = match.groups()
+        return cls(client, backend, server, int(connect), int(total), int(sent), state, int(retries))
 
     @property
-    def failed(self) -> bool:
-        return self.state != "--"
+    def unanswered(self) -> bool:
+        """The client got not one byte back. (The termination state cannot tell: a server killed
+        with -9 closes its connections with a FIN, which HAProxy passes on as a normal end.)"""
+        return self.bytes == 0
 
 
 class BalancerLab:
