@@ -54,20 +54,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks/haproxy.py: cannot run here: {reason}", file=sys.stderr)
         return 1
     rows = []
+
+    def run(lab: BalancerLab, name: str, host: str, servers: int) -> None:
+        for load in LOADS:
+            runs = [measure(lab, host, ECHO_PORT, load, args.duration) for _ in range(args.runs)]
+            rate = statistics.median(run[0] for run in runs)
+            p99 = statistics.median(run[1] for run in runs)
+            failed = sum(run[2] for run in runs)
+            rows.append((f"{name} -> {servers} server{'s' * (servers > 1)}", load, rate, p99, failed))
+            print(f"{rows[-1][0]:<22} {load:<6} {rate:>9,.0f} req/s  p99 {p99:6.2f} ms  failed {failed}", flush=True)
+
+    # The reference: one server reached straight, so without --proxy-protocol (it would want a header).
+    with BalancerLab(1, proxy_protocol=False) as lab:
+        run(lab, "direct", lab.machines[0].address, 1)
     for servers in (1, 2, 3):
         with BalancerLab(servers, proxy_protocol=args.proxy_protocol) as lab:
-            targets = [("HAProxy", lab.front, ECHO_PORT)]
-            if servers == 1:  # the reference: the same server, no balancer
-                targets.append(("direct", lab.machines[0].address, ECHO_PORT))
-            for name, host, port in targets:
-                for load in LOADS:
-                    runs = [measure(lab, host, port, load, args.duration) for _ in range(args.runs)]
-                    rate = statistics.median(run[0] for run in runs)
-                    p99 = statistics.median(run[1] for run in runs)
-                    failed = sum(run[2] for run in runs)
-                    rows.append((f"{name} -> {servers} server{'s' * (servers > 1)}", load, rate, p99, failed))
-                    print(f"{rows[-1][0]:<22} {load:<6} {rate:>9,.0f} req/s  p99 {p99:6.2f} ms  failed {failed}",
-                          flush=True)
+            run(lab, "HAProxy", lab.front, servers)
     lines = [f"{'path':<22} {'load':<6} {'req/s':>9}  {'p99 ms':>7}  failed", *(
         f"{path:<22} {load:<6} {rate:>9,.0f}  {p99:7.2f}  {failed}" for path, load, rate, p99, failed in rows)]
     args.out.parent.mkdir(parents=True, exist_ok=True)

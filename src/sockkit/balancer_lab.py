@@ -245,9 +245,19 @@ class BalancerLab:
 
     # -- HAProxy's runtime API ----------------------------------------------------------------------
     def command(self, line: str) -> str:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(self.admin)
+        deadline = time.monotonic() + 5
+        while True:  # the socket file appears a moment before HAProxy listens on it
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(5)
+                sock.connect(self.admin)
+                break
+            except (ConnectionRefusedError, FileNotFoundError):
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        with sock:
             sock.sendall(line.encode() + b"\n")
             chunks = []
             while chunk := sock.recv(65536):

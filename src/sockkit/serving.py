@@ -13,6 +13,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from sockkit.lifecycle import Log, Reload, StopSignal
 from sockkit.models.settings import Limits, Server
 from sockkit.net import address_text, is_loopback, open_listeners
 from sockkit.ports import parse_port
+from sockkit.preface import HeaderLog, ProxiedService, TrustedProxies
 from sockkit.procs import keep_receive_buffers_on_heap
 from sockkit.services.actions import Service
 
@@ -49,6 +51,8 @@ class Plan:
     cpus_setting: str | frozenset[int]
     #: Listeners handed over (systemd socket activation, a reload), served instead of binding.
     inherited: list[socket.socket]
+    #: ``--proxy-protocol``: who may send PROXY headers; None: connections start with the service.
+    trusted: TrustedProxies | None = None
 
 
 def tls_context(cert: str | None, key: str | None, model: catalog.Model) -> ssl.SSLContext | None:
@@ -76,11 +80,14 @@ def plan(service: Service, *, model: str | None = None, host: str = "127.0.0.1",
          inherited: list[socket.socket] | None = None, port: int | Iterable[int] | None = None,
          tls_cert: str | None = None, tls_key: str | None = None,
          cpus: str | frozenset[int] = "auto", insecure: bool = False, quiet: bool = False,
+         proxy_protocol: bool = False, trusted_proxies: Iterable[str] | None = None,
          warn: Callable[..., object] = print, **limits: Any) -> Plan:
     """Every check before binding. ValueError (or TypeError for an unknown limit) says what is wrong.
 
     ``warn(text, file=sys.stderr)`` reports an exposure allowed by ``insecure``; ``inherited``:
     listening sockets handed over (``activation.inherited_listeners()``), whose addresses count.
+    ``proxy_protocol``: each connection starts with a PROXY header from ``trusted_proxies`` (ADDR or
+    ADDR/PREFIX; default loopback) naming the client (``sockkit.preface``).
     """
     inherited = inherited or []
     name = model or catalog.fastest_model()
@@ -96,6 +103,7 @@ def plan(service: Service, *, model: str | None = None, host: str = "127.0.0.1",
     if refused:
         raise ValueError(refused)
     chosen_cpus = affinity.choose(cpus, configured, tls=tls is not None)
+    trusted = proxies(proxy_protocol, trusted_proxies, tls is not None)
     hosts = [listener.getsockname()[0] for listener in inherited] or [host]
     exposed = next((address for address in hosts if not is_loopback(address)), None)
     if exposed is not None and tls is None:
@@ -118,7 +126,19 @@ def plan(service: Service, *, model: str | None = None, host: str = "127.0.0.1",
         port = getattr(service, "default_port", 0)
     ports = [parse_port(number, listen=True) for number in ([port] if isinstance(port, int) else port)]
     return Plan(service, configured, host, ports or [0], Limits(tls=tls, **settings), quiet, chosen_cpus, cpus,
-                inherited)
+                inherited, trusted)
+
+
+def proxies(proxy_protocol: bool, trusted_proxies: Iterable[str] | None, tls: bool) -> TrustedProxies | None:
+    """Who may send PROXY headers (``--proxy-protocol``), or None; ValueError says why not."""
+    if not proxy_protocol:
+        if trusted_proxies:
+            raise ValueError("--trusted-proxy says who may send PROXY headers: it needs --proxy-protocol")
+        return None
+    if tls:
+        raise ValueError("--proxy-protocol with TLS is not supported yet (the header comes before the TLS "
+                         "handshake): terminate TLS at the balancer, or serve without --proxy-protocol")
+    return TrustedProxies.parse(trusted_proxies)
 
 
 def bind(chosen: Plan) -> list[socket.socket]:
@@ -147,6 +167,12 @@ def run(chosen: Plan, listeners: list[socket.socket], *, reload_argv: list[str] 
     if reload_argv is not None:
         Reload(reload_argv, listeners, stop).install()
     log = Log(quiet=chosen.quiet)
+    service = chosen.service
+    if chosen.trusted is not None:
+        service = ProxiedService(service, chosen.trusted, log, time.monotonic)
+        log = HeaderLog(quiet=chosen.quiet)  # the model's line would name the balancer; the header's names the client
+        print(f"sockkit: every connection must start with a PROXY header, from {chosen.trusted.describe()} only",
+              flush=True)
     for listener in listeners:
         print(f"sockkit {chosen.service.name} server ({chosen.model.name}) listening on {address_text(listener)}",
               flush=True)
@@ -157,6 +183,6 @@ def run(chosen: Plan, listeners: list[socket.socket], *, reload_argv: list[str] 
     if announce:
         activation.take_over()
     try:
-        chosen.model.run(Server(chosen.service, listeners, chosen.limits, log, stop))
+        chosen.model.run(Server(service, listeners, chosen.limits, log, stop))
     finally:
         stop.close()

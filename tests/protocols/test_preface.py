@@ -45,5 +45,26 @@ def test_untrusted_peers_are_refused_before_reading():
 def test_no_header_or_a_bad_one_is_refused():
     for data in (b"GET / HTTP/1.1\r\n", b"hello\n", b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 1\r\n"):
         preface = ProxyPreface(TrustedProxies.parse(["10.0.0.10"]), BALANCER)
-        with pytest.raises(ValueError, match=r"no valid PROXY header from 10\.0\.0\.10"):
+        with pytest.raises(ValueError, match=r"PROXY protocol connection from 10\.0\.0\.10: "):
             preface.feed(data)
+
+
+def test_refusals_are_logged_at_most_once_a_second():
+    """A flood of bad connections costs one log line a second, the next one counting the rest."""
+    from sockkit.preface import RefusalLog
+
+    class Lines:
+        said: list[str] = []
+
+        def error(self, text: str) -> None:
+            self.said.append(text)
+
+    now = [100.0]
+    lines = Lines()
+    refused = RefusalLog(lines, lambda: now[0])
+    for _ in range(500):
+        refused("bad")
+        now[0] += 0.001
+    now[0] += 1.0
+    refused("bad again")
+    assert lines.said == ["bad", "bad again (499 more refused since the last line)"]

@@ -146,6 +146,13 @@ def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceS
                         help="CPUs the server may run on: auto (default) keeps the thread, pool and socketserver "
                              "models, whose threads share one GIL, on one CPU (1.1-2.2x the requests per second "
                              "here), unless serving TLS; all: wherever the system puts them; or a list like 0,2-3")
+    parser.add_argument("--proxy-protocol", action="store_true",
+                        help="every connection starts with a PROXY protocol header (v1 or v2, as HAProxy's "
+                             "send-proxy/send-proxy-v2 writes it) naming the real client, which the log and the "
+                             "service then see; a connection without a valid one is closed and logged")
+    parser.add_argument("--trusted-proxy", action="append", metavar="ADDR[/PREFIX]",
+                        help="with --proxy-protocol: who may send the header, repeatable (default: loopback only); "
+                             "a connection from anywhere else is closed at once and logged")
     parser.add_argument("--insecure", action="store_true",
                         help="allow listening beyond loopback with neither TLS nor a token (prints a warning)")
 
@@ -166,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         chosen = serving.plan(service, model=args.model or spec.default_model, host=args.host, inherited=inherited,
                               port=args.port or spec.default_port or None, tls_cert=args.tls_cert,
                               tls_key=args.tls_key, cpus=args.cpus, insecure=args.insecure, quiet=args.quiet,
+                              proxy_protocol=args.proxy_protocol, trusted_proxies=args.trusted_proxy,
                               idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
                               max_connections=args.max_connections, drain_timeout=args.drain_timeout,
                               workers=args.workers, fork=args.fork)
