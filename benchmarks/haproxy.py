@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 from sockkit import balancer_lab
@@ -70,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     for servers in (1, 2, 3):
         with BalancerLab(servers, proxy_protocol=args.proxy_protocol) as lab:
             run(lab, "HAProxy", lab.front, servers)
-    lines = [f"{'path':<22} {'load':<6} {'req/s':>9}  {'p99 ms':>7}  failed", *(
+    title = (f"benchmarks/haproxy.py --duration {args.duration:g} --runs {args.runs}, "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; medians; 1 KiB line echo (uvloop), servers "
+             + ("with --proxy-protocol behind HAProxy's send-proxy-v2" if args.proxy_protocol
+                else "without the PROXY protocol"))
+    lines = [title, f"{'path':<22} {'load':<6} {'req/s':>9}  {'p99 ms':>7}  failed", *(
         f"{path:<22} {load:<6} {rate:>9,.0f}  {p99:7.2f}  {failed}" for path, load, rate, p99, failed in rows)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
