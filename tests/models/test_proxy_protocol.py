@@ -13,8 +13,7 @@ import time
 import pytest
 
 from sockkit.protocols.proxy_header import Endpoint, format_v1, format_v2
-from sockkit.testing import running, sockkit_command
-from tests.conftest import read_line
+from sockkit.testing import read_line, running, sockkit_command
 
 CLIENT_A = Endpoint("192.0.2.7", 4242)
 CLIENT_B = Endpoint("198.51.100.9", 5151)
