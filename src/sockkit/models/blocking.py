@@ -1,11 +1,11 @@
-"""The one blocking driver: carries out a service's actions on a blocking socket.
+"""The blocking adapter: one client's connection engine driven over a blocking socket.
 
 sequential, thread, pool, fork, fork-signal and socketserver differ only in who calls
-``serve_connection``. Rule: one error boundary per connection -- a reset, timeout or garbage
-from this client ends this connection and nothing else. A ``Wait`` blocks only this client's
-thread or process, and nothing is read while it runs, so the rule of ``actions.Wait`` (no input
-reaches the service before the Wait is over) holds by construction; ``Wait.then``'s reply is
-carried out before the actions after the Wait.
+``serve_connection``. What a connection does is the engine's (models/engine.py); this file only
+moves bytes and time: ``sendall``, ``os.sendfile``, kernel timeouts for the engine's deadlines
+(``SO_RCVTIMEO``/``SO_SNDTIMEO``: Python's own ``settimeout`` would poll before every call), a
+``Wait`` as an event wait that a second signal cuts short, TLS handshakes in the client's own thread
+or process. Rule: a reset, timeout or garbage from this client ends this connection and nothing else.
 """
 
 from __future__ import annotations
@@ -19,13 +19,9 @@ import threading
 import time
 
 from sockkit.lifecycle import StopSignal
-from sockkit.models.settings import RECV_SIZE, Limits
-from sockkit.services.actions import Close, Connection, Reply, Send, SendFile, Wait, as_actions
-
-#: After our last byte, how long we keep reading (and discarding) before closing, so that
-#: unread client data does not turn our FIN into a RST that destroys the reply in flight.
-LINGER_SECONDS = 1.0
-LINGER_BYTES = 1 << 20
+from sockkit.models.engine import LINGER_BYTES, LINGER_SECONDS, LINGERING, OPEN, Engine, open_engine
+from sockkit.models.settings import RECV_SIZE, SENDFILE_MAX, Server
+from sockkit.services.actions import Peer
 
 
 class Tracker:
@@ -83,80 +79,85 @@ def _shutdown(sock: socket.socket, how: int) -> None:
         socket.socket.shutdown(sock, how)
 
 
-def serve_connection(sock: socket.socket, conn: Connection, limits: Limits, tracker: Tracker) -> None:
-    """Run one client's conversation to its end; always closes ``sock`` and ``conn``."""
-    if limits.tls is not None:
-        try:
-            sock = handshake(sock, limits, tracker)
-        except OSError:
-            conn.close()
-            return
-    tracker.live.add(sock)
-    idle_timeout = limits.idle_timeout
-    pending_request = getattr(conn, "pending_request", None)
-    request_began = 0.0
+def serve_connection(sock: socket.socket, peer: Peer, server: Server, tracker: Tracker) -> None:
+    """Run one client's conversation to its end; always closes ``sock`` and releases the engine."""
+    tracker.live.add(sock)  # (the thread model counted it at accept already)
+    engine = open_engine(server, peer, time.monotonic)
     try:
+        if server.limits.tls is not None:
+            sock = handshake(sock, server, tracker)
         # Blocking socket, timeouts kept by the kernel: Python's own settimeout() polls before every
         # recv and send (strace: a poll and extra futex hand-offs per request, 2x the CPU).
         sock.settimeout(None)
-        kernel_timeout(sock, idle_timeout)
-        if not run_actions(sock, conn.start(), tracker):
-            return
-        if getattr(conn, "mirrors", False):
+        converse(sock, engine, tracker)
+    except OSError:
+        engine.reset()  # reset, timeout, broken pipe: this client is gone, the server goes on
+    finally:
+        tracker.waiting.discard(sock)
+        tracker.live.discard(sock)
+        engine.release()
+        sock.close()
+
+
+def converse(sock: socket.socket, engine: Engine, tracker: Tracker) -> None:
+    timeout = Timeout(sock)
+    while carry_out(sock, engine, tracker, timeout):
+        if engine.mirroring:
             mirror(sock, tracker)
-            run_actions(sock, conn.receive(b""), tracker)  # end of stream or stopping: its goodbye
-            return
+            engine.received(b"")  # end of stream or stopping: the service's goodbye
+            continue
         # The hot loop. Under the GIL every Python-level call per message is paid for several
         # times over in hand-offs between client threads (10 clients: a method call here cost
-        # ~2 us of server CPU per request), so it makes none beyond the service's ``receive``:
-        # bound methods are looked up once and the common answers (bytes, or a single Send) are
-        # sent inline.
-        recv, sendall, receive = sock.recv, sock.sendall, conn.receive
+        # ~2 us of server CPU per request), so it makes one, ``received``, which hands back the
+        # common answer (bytes, nothing else pending) to send inline.
+        recv, sendall, received = sock.recv, sock.sendall, engine.received
         announce, settled = tracker.waiting.add, tracker.waiting.discard
         while True:
             announce(sock)  # then check ``stopping``: the order Tracker.stop relies on
             if tracker.stopping:
                 settled(sock)
+                engine.stop()
                 break
             data = recv(RECV_SIZE)
             settled(sock)
-            actions = receive(data)
-            if type(actions) is bytes:
-                if data and not request_began:
-                    sendall(actions)
-                    continue
-                actions = [Send(actions)]
-            if request_began or not actions:
-                if not actions and data and pending_request is not None and pending_request():
-                    # Part of a request: the rest must come before an absolute deadline.
-                    now = time.monotonic()
-                    request_began = request_began or now
-                    left = request_began + limits.request_timeout - now
-                    if left <= 0:
-                        return
-                    kernel_timeout(sock, min(idle_timeout, left))
-                elif request_began:
-                    request_began = 0.0
-                    kernel_timeout(sock, idle_timeout)
-            if len(actions) == 1 and type(actions[0]) is Send and data:
-                sendall(actions[0].data)
-            elif not run_actions(sock, actions, tracker) or not data:
-                return
-        run_actions(sock, conn.receive(b""), tracker)  # stopping: let the service say goodbye
-    except OSError:
-        pass  # reset, timeout, broken pipe: this client is gone, the server goes on
-    finally:
-        tracker.waiting.discard(sock)
-        tracker.live.discard(sock)
-        conn.close()
-        sock.close()
+            reply = received(data)
+            if not reply:
+                break
+            sendall(reply)
+
+
+def carry_out(sock: socket.socket, engine: Engine, tracker: Tracker, timeout: Timeout) -> bool:
+    """Do what the engine wants until it wants to read (True) or the connection is over (False)."""
+    while True:
+        out = engine.out
+        if out:
+            sock.sendall(out)
+            engine.sent(len(out))
+        elif engine.file is not None:
+            send_file(sock, engine)
+        elif engine.wants_shutdown:
+            sock.shutdown(socket.SHUT_WR)
+            engine.shut(True)
+        elif engine.state is LINGERING:
+            linger(sock, engine, timeout)
+        elif engine.held_until:
+            # Only this client's thread or process waits; a second signal cuts the wait short.
+            if tracker.hurry.wait(max(0.0, engine.held_until - time.monotonic())):
+                raise ConnectionAbortedError("server stopping")
+            engine.timer(time.monotonic())
+        elif engine.state is OPEN and engine.wants_read:
+            timeout.set(engine.read_timeout(time.monotonic()))
+            return True
+        else:
+            return False  # closed, or nothing left that it could want
 
 
 def mirror(sock: socket.socket, tracker: Tracker) -> None:
     """Send every chunk back unchanged until end of stream or a stop (``Connection.mirrors``).
 
     The loop a bare echo server would write, plus one flag check per chunk: no call into the
-    service and no bookkeeping, which under the GIL is what the thread model's speed is made of.
+    engine or the service and no bookkeeping, which under the GIL is what the thread model's
+    speed is made of. (Idle time is the kernel's SO_RCVTIMEO here, so no progress note is needed.)
     """
     recv, sendall = sock.recv, sock.sendall
     # In ``waiting`` for the whole loop, added before ``stopping`` is checked: the order Tracker.stop
@@ -170,6 +171,41 @@ def mirror(sock: socket.socket, tracker: Tracker) -> None:
     tracker.waiting.discard(sock)
 
 
+def linger(sock: socket.socket, engine: Engine, timeout: Timeout) -> None:
+    """After our FIN: read and drop what the peer still sends until the engine says enough."""
+    while engine.state is LINGERING:
+        now = time.monotonic()
+        if now >= engine.linger_until:
+            engine.timer(now)
+            return
+        timeout.set(engine.read_timeout(now))
+        try:
+            data = sock.recv(LINGER_READ)
+        except OSError:
+            engine.reset()  # the peer reset, or the linger's time ran out in the kernel
+            return
+        engine.received(data)
+
+
+#: Bytes read per call while lingering (what is read is dropped: no need for the big buffer).
+LINGER_READ = 64 * 1024
+
+
+class Timeout:
+    """The socket's kernel timeouts, changed only when the engine's deadline moves."""
+
+    __slots__ = ("seconds", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.seconds = -1.0
+
+    def set(self, seconds: float) -> None:
+        if seconds != self.seconds:
+            kernel_timeout(self.sock, seconds)
+            self.seconds = seconds
+
+
 def kernel_timeout(sock: socket.socket, seconds: float) -> None:
     """SO_RCVTIMEO/SO_SNDTIMEO: a blocking recv or send gives up (EAGAIN) after ``seconds``."""
     whole = int(seconds)
@@ -178,7 +214,7 @@ def kernel_timeout(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
-def handshake(sock: socket.socket, limits: Limits, tracker: Tracker) -> socket.socket:
+def handshake(sock: socket.socket, server: Server, tracker: Tracker) -> socket.socket:
     """The TLS handshake, in this client's own thread or process, under the request deadline
     (a client that opens TCP and never says hello is a trickler like any other).
 
@@ -186,6 +222,7 @@ def handshake(sock: socket.socket, limits: Limits, tracker: Tracker) -> socket.s
     at accept), and waits for the hello in ``tracker.waiting``: a stop ends it at once, as it
     ends any idle connection, instead of letting it hold the drain until the deadline.
     """
+    limits = server.limits
     sock.settimeout(min(limits.idle_timeout, limits.request_timeout))
     try:
         tls = limits.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -211,92 +248,52 @@ def handshake(sock: socket.socket, limits: Limits, tracker: Tracker) -> socket.s
     return tls
 
 
-def run_actions(sock: socket.socket, actions: Reply, tracker: Tracker) -> bool:
-    """Carry out ``actions`` in order; False once the connection was closed."""
-    for action in as_actions(actions):
-        kind = type(action)
-        if kind is Send:
-            sock.sendall(action.data)
-        elif kind is SendFile:
-            send_file(sock, action)
-        elif kind is Wait:
-            # Only this client's thread or process waits; a second signal cuts the wait short.
-            if tracker.hurry.wait(action.seconds):
-                raise ConnectionAbortedError("server stopping")
-            if action.then is not None and not run_actions(sock, action.then(), tracker):
-                return False
-        elif kind is Close:
-            linger_close(sock)
-            return False
-        else:
-            raise TypeError(f"unknown action {action!r}")
-    return True
-
-
 #: Bytes read from disk per send under TLS (one reused buffer per transfer).
 TLS_FILE_CHUNK = 256 * 1024
 
 
-def send_file(sock: socket.socket, action: SendFile) -> None:
-    """Zero-copy where the kernel can (``socket.sendfile`` uses ``os.sendfile``).
+def send_file(sock: socket.socket, engine: Engine) -> None:
+    """The engine's file range, zero-copy where the kernel can.
 
     Under TLS the bytes must be encrypted in user space, and ``SSLSocket.sendfile`` falls back
     to reading and sending 8 KiB at a time (131,072 Python-level turns per GiB); a reused
     256 KiB buffer read with ``preadv`` and sent with ``sendall`` does the same with 32x fewer.
+    Not ``socket.sendfile`` for plain sockets either: on a blocking socket whose SO_SNDTIMEO
+    expired it would wait for writability with no timeout at all.
     """
-    try:
-        if action.count:
-            send = _send_file_tls if isinstance(sock, ssl.SSLSocket) else _send_file_plain
-            sent = send(sock, action)
-            if sent != action.count:
-                raise ConnectionError(f"file shrank while being sent ({sent} of {action.count} bytes)")
-    finally:
-        action.file.close()
-
-
-def _send_file_plain(sock: socket.socket, action: SendFile) -> int:
-    """``os.sendfile`` on the blocking socket. Not ``socket.sendfile``: on a blocking socket whose
-    SO_SNDTIMEO expired it would wait for writability with no timeout at all."""
-    fd, out = action.file.fileno(), sock.fileno()
-    offset, remaining = action.offset, action.count
-    while remaining:  # bounded: every turn sends at least one byte, raises or returns
+    fd = engine.file.file.fileno()
+    if isinstance(sock, ssl.SSLSocket):
+        buffer = memoryview(bytearray(min(TLS_FILE_CHUNK, engine.file_left)))
+        while engine.file is not None:  # bounded: every turn sends at least one byte or raises
+            got = os.preadv(fd, [buffer[:min(len(buffer), engine.file_left)]], engine.file_offset)
+            if got <= 0:
+                raise ConnectionError(f"file shrank while being sent ({engine.file_left} bytes short)")
+            sock.sendall(buffer[:got])
+            engine.file_sent(got)
+        return
+    out = sock.fileno()
+    while engine.file is not None:  # bounded: every turn sends at least one byte or raises
         try:
-            sent = os.sendfile(out, fd, offset, min(remaining, 1 << 30))
+            sent = os.sendfile(out, fd, engine.file_offset, min(engine.file_left, SENDFILE_MAX))
         except BlockingIOError:
             raise TimeoutError("client stopped reading") from None
         if sent == 0:
-            break  # the file shrank: the caller reports it
-        offset += sent
-        remaining -= sent
-    return action.count - remaining
+            raise ConnectionError(f"file shrank while being sent ({engine.file_left} bytes short)")
+        engine.file_sent(sent)
 
 
-def _send_file_tls(sock: ssl.SSLSocket, action: SendFile) -> int:
-    fd = action.file.fileno()
-    buffer = bytearray(min(TLS_FILE_CHUNK, action.count))
-    view = memoryview(buffer)
-    offset, remaining = action.offset, action.count
-    while remaining:  # bounded: every turn sends at least one byte or returns
-        got = os.preadv(fd, [view[:min(len(view), remaining)]], offset)
-        if got <= 0:
-            break  # the file shrank: the caller reports it
-        sock.sendall(view[:got])
-        offset += got
-        remaining -= got
-    return action.count - remaining
-
-
-def linger_close(sock: socket.socket) -> None:
-    """Half-close, then read what the peer still sends (bounded) so our FIN is not a RST."""
+def linger_close(sock: socket.socket, seconds: float = LINGER_SECONDS, budget: int = LINGER_BYTES) -> None:
+    """For a socket with no engine (a refusal): half-close, then read what the peer still sends
+    (bounded) so our FIN is not a RST."""
     try:
         sock.shutdown(socket.SHUT_WR)
-        sock.settimeout(LINGER_SECONDS)
-        deadline = time.monotonic() + LINGER_SECONDS
-        drained = 0
-        while drained < LINGER_BYTES and time.monotonic() < deadline:
-            chunk = sock.recv(65536)
+        sock.settimeout(seconds)
+        deadline = time.monotonic() + seconds
+        while budget > 0 and time.monotonic() < deadline:
+            chunk = sock.recv(LINGER_READ)
             if not chunk:
                 break
-            drained += len(chunk)
+            budget -= len(chunk)
     except OSError:
         pass
+

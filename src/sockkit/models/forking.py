@@ -75,7 +75,7 @@ def _child(server: Server, sock, peer) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         stop = StopSignal().install()
         tracker.follow(stop)
-        serve_connection(sock, server.service.connect(peer), server.limits, tracker)
+        serve_connection(sock, peer, server, tracker)
     except BaseException:
         status = 1
     finally:
@@ -102,7 +102,6 @@ def serve(server: Server, *, auto_reap: bool = False) -> None:
         if len(children.pids) >= server.limits.max_connections:
             refuse(sock)
             return
-        server.log.connected(peer)
         sys.stdout.flush()  # else the child inherits unflushed output and prints it twice
         pid = os.fork()
         if pid == 0:

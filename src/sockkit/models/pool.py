@@ -28,8 +28,7 @@ def serve(server: Server) -> None:
 
     def work():
         while (item := backlog.get()) is not None:
-            sock, peer = item
-            serve_connection(sock, server.service.connect(peer), limits, tracker)
+            serve_connection(*item, server, tracker)
 
     threading.stack_size(STACK_BYTES)
     pool = [threading.Thread(target=work, daemon=True, name=f"worker-{i}") for i in range(workers)]
@@ -46,8 +45,6 @@ def serve(server: Server) -> None:
             backlog.put_nowait((sock, peer))
         except queue.Full:
             refuse(sock)
-            return
-        server.log.connected(peer)
 
     accept_forever(server.listeners, server.stop, server.log, on_client)
     tracker.stop()

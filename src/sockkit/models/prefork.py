@@ -14,6 +14,7 @@ and leaves no zombie or orphan (workers die with their parent).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -43,7 +44,7 @@ def _worker(server: Server, listeners: list[socket.socket], index: int) -> None:
                 listener.close()  # this process's copy only: the parent keeps every socket open
         # --max-connections applies per worker, as nginx's worker_connections does: the kernel
         # spreads clients unevenly, so a split limit would turn clients away while a worker idles.
-        worker = Server(server.service, listeners, server.limits, server.log, StopSignal())
+        worker = dataclasses.replace(server, listeners=listeners, stop=StopSignal(), pid=os.getpid())
         event_loop.serve(worker, loop="uvloop" if uvloop_installed() else "asyncio")
     except BaseException as exc:
         if not isinstance(exc, SystemExit | KeyboardInterrupt):

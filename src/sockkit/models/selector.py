@@ -1,19 +1,17 @@
-"""One thread multiplexing every socket with one readiness poller: the chapter's select server, fixed.
+"""The epoll adapter: one thread multiplexing every client's connection engine -- the chapter's select
+server, fixed.
 
-Rules kept here:
-- Never "hope it won't block": every socket is non-blocking; a send that cannot finish leaves
-  its rest in the channel's buffer and the socket is watched for writability (the chapter's own
-  caveat, and what asyncio's selector transport does).
-- A client whose unsent output passes ``HIGH_WATER`` is not read from until it drains, so a
-  client that never reads costs at most that much memory.
-- ``Wait`` is a timer in a heap, never a sleep: a slow request holds only its own connection.
-  While it runs the connection is not watched for reading (``actions.Wait``'s rule: no input
-  reaches the service before the Wait is over); when it fires, ``Wait.then``'s reply goes ahead
-  of the queued actions. The heap holds the channel object itself and a fired timer acts only if
-  that very channel is still open (a descriptor number is reused at once by the next client).
+What each connection does is its engine's (models/engine.py); this file moves bytes and time:
+- Never "hope it won't block": every socket is non-blocking; what a send cannot take stays in the
+  engine's ``out`` and the socket is watched for writability (the chapter's own caveat, and what
+  asyncio's selector transport does). Files go out with non-blocking ``os.sendfile``.
+- Timers and closes refer to the ``Channel`` object, never to a descriptor number: the kernel hands
+  a closed socket's number to the next client at once (a client resetting during a ``Wait`` used
+  to crash this server with EBADF when its timer fired on the newcomer's number).
 - The poller is ``select.epoll`` (``select.poll`` where there is none), used directly with a
-  descriptor -> channel dict: the ``selectors`` module's per-event key objects and mask
-  translation are a measurable share of a 1 KiB echo (see docs/benchmarks.md).
+  descriptor -> channel dict (the only place a number stands for a connection, kept current on
+  every close): the ``selectors`` module's per-event key objects and mask translation are a
+  measurable share of a 1 KiB echo (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -24,14 +22,12 @@ import os
 import select
 import socket
 import time
-from collections import deque
 
 from sockkit.lifecycle import peer_of
 from sockkit.models.accept import AcceptThrottle, refuse
-from sockkit.models.blocking import LINGER_BYTES, LINGER_SECONDS
-from sockkit.models.settings import HIGH_WATER, RECV_SIZE, Server
+from sockkit.models.engine import CLOSED, Engine, open_engine, sweep_period
+from sockkit.models.settings import RECV_SIZE, SENDFILE_MAX, Server
 from sockkit.net import tune_accepted
-from sockkit.services.actions import Close, Reply, Send, SendFile, Wait, as_actions
 
 
 class Poller:
@@ -59,56 +55,22 @@ class Poller:
 # epoll and poll share these bit values (EPOLLIN == POLLIN, ...).
 READ, WRITE = select.POLLIN, select.POLLOUT
 ERROR = select.POLLERR | select.POLLHUP
-#: Actions queued behind a Wait or a pending send before we stop reading a client.
-MAX_QUEUED_ACTIONS = 256
 #: Clients accepted per wake-up of a listener, so a connect storm cannot starve the others.
 ACCEPTS_PER_WAKE = 64
-SWEEP_SECONDS = 1.0
 
 
 class Channel:
-    """One client's socket, its queued actions and its unsent bytes."""
+    """One client: its socket, its engine, and what the poller and the timer heap know of it."""
 
-    __slots__ = (
-        "buffer",
-        "closing",
-        "conn",
-        "fd",
-        "file",
-        "held",
-        "last_seen",
-        "linger_budget",
-        "linger_until",
-        "mask",
-        "mirrors",
-        "outbox",
-        "pending_request",
-        "queued",
-        "request_began",
-        "sock",
-    )
+    __slots__ = ("closed", "engine", "fd", "mask", "sock", "timer_at")
 
-    def __init__(self, sock: socket.socket, conn, now: float) -> None:
+    def __init__(self, sock: socket.socket, engine: Engine) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.conn = conn
-        self.outbox: deque = deque()
-        self.queued = 0  # bytes of the Send actions waiting in outbox (they count toward HIGH_WATER)
-        self.buffer = bytearray()
-        self.file: SendFile | None = None  # the file being sent, with offset/count still to go
-        self.held = False  # a Wait is running
-        self.closing = False  # a Close was reached: half-closed, discarding input until EOF
+        self.engine = engine
         self.mask = READ
-        self.last_seen = now
-        self.linger_until = 0.0
-        self.linger_budget = LINGER_BYTES  # input still discarded after our FIN before we give up
-        self.pending_request = getattr(conn, "pending_request", None)
-        self.mirrors = getattr(conn, "mirrors", False)
-        self.request_began = 0.0  # when the unfinished request's first bytes came (0: none)
-
-    @property
-    def idle(self) -> bool:
-        return not (self.outbox or self.buffer or self.file or self.held)
+        self.timer_at = 0.0  # the deadline a heap entry was pushed for (0: none pending)
+        self.closed = False
 
 
 class SelectServer:
@@ -116,9 +78,8 @@ class SelectServer:
         self.server = server
         self.poller = Poller()
         self.channels: dict[int, Channel] = {}
-        #: The channels of ``channels`` that mirror (``Connection.mirrors``) and have nothing queued,
-        #: buffered, held or closing: the loop hands their readable events straight to ``_mirror``.
-        #: ``_watch`` keeps it current after every change of state, ``_close`` on the way out.
+        #: The channels of ``channels`` whose engine is ``mirroring`` (an idle raw echo): the loop hands
+        #: their readable events straight to ``_mirror``. ``_sync`` keeps it current.
         self.mirroring: dict[int, Channel] = {}
         self.timers: list = []
         self.sequence = itertools.count()
@@ -129,6 +90,7 @@ class SelectServer:
         self.listeners = {listener.fileno(): listener for listener in server.listeners}
         #: The receive buffer of mirroring clients (one is enough: the loop is one thread).
         self.inbox = memoryview(bytearray(RECV_SIZE))
+        self.sweep_seconds = sweep_period(server.limits)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -139,40 +101,42 @@ class SelectServer:
         self.poller.register(stop.fileno(), READ)
         channels, mirroring = self.channels, self.mirroring
         poll = self.poller.poll
-        next_sweep = time.monotonic() + SWEEP_SECONDS
+        next_sweep = time.monotonic() + self.sweep_seconds
         try:
             while self.accepting or channels:
-                timeout = SWEEP_SECONDS
+                timeout = max(0.0, next_sweep - time.monotonic())
                 if self.timers:
                     timeout = max(0.0, min(timeout, self.timers[0][0] - time.monotonic()))
                 events = poll(timeout)
-                now = time.monotonic()
                 for fd, mask in events:
                     channel = mirroring.get(fd)
                     if channel is not None and mask == READ:
-                        self._mirror(channel, now)
+                        self._mirror(channel)
                         continue
                     channel = channels.get(fd)
                     if channel is None:
                         if fd in self.listeners or fd == stop.fileno():
-                            self._on_listener(fd, now)
+                            self._on_listener(fd)
                         continue  # closed earlier in this batch
                     if mask == READ:  # the common case: one readable client
-                        self._on_readable(channel, now)
+                        self._on_readable(channel)
                         continue
                     if mask & ERROR:
                         mask |= channel.mask  # a hang-up or error: let the read or the send find it
                     if mask & READ and channel.mask & READ:
-                        self._on_readable(channel, now)
-                    if mask & WRITE and channel.mask & WRITE and fd in channels:
-                        self._pump(channel, now)
+                        self._on_readable(channel)
+                    if mask & WRITE and channel.mask & WRITE and not channel.closed:
+                        self._sync(channel)
+                now = time.monotonic()
                 while self.timers and self.timers[0][0] <= now:
-                    _, _, channel, then = heapq.heappop(self.timers)
-                    if channels.get(channel.fd) is channel and channel.held:
-                        self._wait_over(channel, then, now)
+                    at, _, channel = heapq.heappop(self.timers)
+                    if not channel.closed and channel.timer_at == at:  # not stale, not someone else's
+                        channel.timer_at = 0.0
+                        channel.engine.timer(now)
+                        self._sync(channel)
                 if now >= next_sweep:
                     self._sweep(now)
-                    next_sweep = now + SWEEP_SECONDS
+                    next_sweep = now + self.sweep_seconds
         finally:
             for channel in list(self.channels.values()):
                 self._close(channel)
@@ -180,12 +144,12 @@ class SelectServer:
                 listener.close()
             self.poller.close()
 
-    def _on_listener(self, fd: int, now: float) -> None:
+    def _on_listener(self, fd: int) -> None:
         stop = self.server.stop
         if fd == stop.fileno():
             stop.drain_pipe()
             if stop.stopping and self.accepting:
-                self._begin_stop(now)
+                self._begin_stop()
             if stop.hurry:
                 for channel in list(self.channels.values()):
                     self._close(channel)
@@ -200,255 +164,146 @@ class SelectServer:
                 pause = self.throttle.failed(exc)
                 if pause:
                     # Out of descriptors: stop watching listeners briefly instead of spinning.
-                    self._mute_listeners(now + pause)
+                    self._mute_listeners(time.monotonic() + pause)
                 return
-            self._admit(sock, address, now)
+            self._admit(sock, address)
 
-    def _admit(self, sock: socket.socket, address, now: float) -> None:
+    def _admit(self, sock: socket.socket, address) -> None:
         server = self.server
         if len(self.channels) >= server.limits.max_connections:
             refuse(sock, server.service.busy_reply())
             return
         sock.setblocking(False)
         tune_accepted(sock)
-        peer = peer_of(address)
-        server.log.connected(peer)
-        channel = Channel(sock, server.service.connect(peer), now)
+        channel = Channel(sock, open_engine(server, peer_of(address), time.monotonic))
         self.channels[channel.fd] = channel
         self.poller.register(channel.fd, READ)
-        self._enqueue(channel, channel.conn.start(), now)
+        self._sync(channel)
 
-    def _on_readable(self, channel: Channel, now: float) -> None:
-        if channel.fd in self.mirroring:
-            self._mirror(channel, now)
-            return
+    # -- events ----------------------------------------------------------------------------------
+    def _on_readable(self, channel: Channel) -> None:
         try:
             data = channel.sock.recv(RECV_SIZE)
         except BlockingIOError:
             return
         except OSError:
-            self._close(channel)
+            self._fail(channel)
             return
-        self._received(channel, data, now)
-
-    def _mirror(self, channel: Channel, now: float) -> None:
-        """An idle mirroring client (``Connection.mirrors``): its chunk goes straight back from one
-        reused buffer, so no bytes object is made per message (CPU per request about 6 % lower
-        than ``recv`` + ``send`` here, ten-round paired A/B)."""
-        inbox = self.inbox
+        reply = channel.engine.received(data)
+        if not reply:
+            self._sync(channel)
+            return
+        # The hot path: one answer, nothing else pending -- try it now, as asyncio's transports do.
         try:
-            count = channel.sock.recv_into(inbox)
-        except BlockingIOError:
-            return
-        except OSError:
-            self._close(channel)
-            return
-        if not count:
-            self._received(channel, b"", now)  # end of stream: the service says what to do
-            return
-        channel.last_seen = now
-        try:
-            sent = channel.sock.send(inbox[:count])
+            sent = channel.sock.send(reply)
         except BlockingIOError:
             sent = 0
         except OSError:
-            self._close(channel)
+            self._fail(channel)
             return
-        if sent < count:
-            channel.buffer += inbox[sent:count]  # copied out: the buffer is reused
-            self._watch(channel)
+        if sent < len(reply):
+            channel.engine.keep(memoryview(reply)[sent:])
+            self._sync(channel)
 
-    def _received(self, channel: Channel, data: bytes, now: float) -> None:
-        channel.last_seen = now
-        if channel.closing:
-            channel.linger_budget -= len(data)
-            if not data or channel.linger_budget < 0:
-                # Peer closed too (clean), or it keeps sending after our FIN: stop paying for it.
-                self._close(channel)
+    def _mirror(self, channel: Channel) -> None:
+        """A mirroring engine (``Connection.mirrors``, nothing pending): the chunk goes straight back
+        from one reused buffer, so no bytes object is made per message (CPU per request about 6 %
+        lower than ``recv`` + ``send`` here, ten-round paired A/B)."""
+        inbox, sock = self.inbox, channel.sock
+        try:
+            count = sock.recv_into(inbox)
+        except BlockingIOError:
             return
-        if channel.mirrors and data:
-            actions = data  # the service's answer without asking it (Connection.mirrors)
-        else:
-            try:
-                actions = channel.conn.receive(data)
-            except Exception as exc:  # a service bug must cost one connection, not the server
-                self.server.log.error(f"service failed: {exc!r}")
-                self._close(channel)
-                return
-        if not actions:
-            if data and channel.pending_request is not None and channel.pending_request():
-                channel.request_began = channel.request_began or now
+        except OSError:
+            self._fail(channel)
             return
-        if channel.request_began:
-            channel.request_began = 0.0
-        # Fast path: nothing queued and one reply (bytes, or a single Send) -- try it now, as
-        # asyncio's transports do. (``idle`` spelled out: a property call per message is
-        # measurable in this loop.)
-        if type(actions) is bytes:
-            data_out = actions
-        elif len(actions) == 1 and type(actions[0]) is Send:
-            data_out = actions[0].data
-        else:
-            data_out = None
-        if data_out is not None and not (channel.outbox or channel.buffer or channel.file or channel.held):
+        if count:
+            channel.engine.progressed = True
             try:
-                sent = channel.sock.send(data_out)
+                sent = sock.send(inbox[:count])
             except BlockingIOError:
-                sent = 0
+                sent = 0  # the client is not reading: the whole chunk waits in the engine
             except OSError:
-                self._close(channel)
+                self._fail(channel)
                 return
-            if sent < len(data_out):
-                channel.buffer += memoryview(data_out)[sent:]
-                self._watch(channel)
-            return
-        self._enqueue(channel, actions, now)
+            if sent == count:
+                return
+            channel.engine.keep(inbox[sent:count])  # copied out: the buffer is reused
+        else:
+            channel.engine.received(b"")  # end of stream: the service says what to do
+        self._sync(channel)
 
-    # -- carrying out actions --------------------------------------------------------------------
-    def _enqueue(self, channel: Channel, actions: Reply, now: float) -> None:
-        actions = as_actions(actions)
-        channel.outbox.extend(actions)
-        channel.queued += sum(len(action.data) for action in actions if type(action) is Send)
-        self._pump(channel, now)
+    def _fail(self, channel: Channel) -> None:
+        """The socket failed (reset, broken pipe): this client is gone, nobody else is touched."""
+        channel.engine.reset()
+        self._close(channel)
 
-    def _pump(self, channel: Channel, now: float) -> None:
-        """Carry out queued actions until one has to wait for time or for the socket."""
+    # -- carrying out the engine's wants ---------------------------------------------------------
+    def _sync(self, channel: Channel) -> None:
+        """Send what the engine wants until the socket or the engine has to wait, then watch for
+        what it waits for: readability, writability, a timer."""
+        engine, sock = channel.engine, channel.sock
         try:
             while True:
-                if channel.buffer:
-                    sent = channel.sock.send(channel.buffer)
-                    del channel.buffer[:sent]
-                    if channel.buffer:
-                        break
-                if channel.file is not None and not self._send_file(channel):
-                    break
-                if channel.held or not channel.outbox:
-                    break
-                action = channel.outbox.popleft()
-                kind = type(action)
-                if kind is Send:
-                    channel.queued -= len(action.data)
-                    channel.buffer += action.data
-                elif kind is SendFile:
-                    channel.file = action
-                elif kind is Wait:
-                    channel.held = True
-                    heapq.heappush(self.timers, (now + action.seconds, next(self.sequence), channel, action.then))
-                elif kind is Close:
-                    channel.outbox.clear()
-                    channel.queued = 0
-                    channel.outbox.append(action)  # stays queued until the buffer is flushed
-                    if not channel.buffer and channel.file is None:
-                        self._half_close(channel, now)
+                out = engine.out
+                if out:
+                    engine.sent(sock.send(out))
+                    if engine.out:
+                        break  # the socket is full: watch for writability
+                elif engine.file is not None:
+                    sent = os.sendfile(channel.fd, engine.file.file.fileno(), engine.file_offset,
+                                       min(engine.file_left, SENDFILE_MAX))
+                    if sent == 0:
+                        raise ConnectionError("file shrank while being sent")
+                    engine.file_sent(sent)
+                elif engine.wants_shutdown:
+                    sock.shutdown(socket.SHUT_WR)
+                    engine.shut(True)
+                else:
                     break
         except BlockingIOError:
             pass
         except OSError:
+            engine.reset()  # a reset or broken pipe; a file that shrank
+        if engine.state is CLOSED:
             self._close(channel)
             return
-        if channel.fd in self.channels:
-            self._watch(channel)
-            if not self.accepting and channel.idle:
-                self._close(channel)  # stopping: the request in flight is answered, we are done
-
-    def _wait_over(self, channel: Channel, then, now: float) -> None:
-        """A Wait has run its time: its continuation's reply first, then the queued actions; reading
-        resumes (``_watch``), and a wait never counts as idle time."""
-        channel.held = False
-        channel.last_seen = now
-        if then is not None:
-            try:
-                actions = as_actions(then())
-            except Exception as exc:  # a service bug must cost one connection, not the server
-                self.server.log.error(f"service failed: {exc!r}")
-                self._close(channel)
-                return
-            channel.outbox.extendleft(reversed(actions))
-            channel.queued += sum(len(action.data) for action in actions if type(action) is Send)
-        self._pump(channel, now)
-
-    def _send_file(self, channel: Channel) -> bool:
-        """Zero-copy send of the current file; True once it is all sent."""
-        action = channel.file
-        offset, remaining = action.offset, action.count
-        try:
-            while remaining:
-                sent = os.sendfile(channel.fd, action.file.fileno(), offset, min(remaining, 1 << 30))
-                if sent == 0:
-                    raise ConnectionError("file shrank while being sent")
-                offset += sent
-                remaining -= sent
-        except BlockingIOError:
-            channel.file = SendFile(action.file, offset, remaining)
-            return False
-        except BaseException:
-            action.file.close()
-            channel.file = None
-            raise
-        action.file.close()
-        channel.file = None
-        return True
-
-    def _half_close(self, channel: Channel, now: float) -> None:
-        """FIN now, close when the peer's FIN arrives or after a short linger (no RST on our reply)."""
-        channel.outbox.clear()
-        channel.queued = 0
-        channel.closing = True
-        channel.linger_until = now + LINGER_SECONDS
-        try:
-            channel.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self._close(channel)
-
-    def _watch(self, channel: Channel) -> None:
-        if channel.mirrors:
-            if channel.closing or not channel.idle:
-                self.mirroring.pop(channel.fd, None)
-            else:
-                self.mirroring[channel.fd] = channel
-        wants_write = bool(channel.buffer) or channel.file is not None
-        backed_up = (len(channel.buffer) + channel.queued > HIGH_WATER
-                     or len(channel.outbox) > MAX_QUEUED_ACTIONS)
-        # Not read while backed up, nor while a Wait is pending (actions.Wait); always while closing.
-        mask = (WRITE if wants_write else 0) | (0 if (backed_up or channel.held) and not channel.closing else READ)
-        if mask == channel.mask:
-            return
-        if not mask:
-            self.poller.unregister(channel.fd)  # nothing to wait for until a timer fires
-        elif not channel.mask:
-            self.poller.register(channel.fd, mask)
+        if engine.mirroring:
+            self.mirroring[channel.fd] = channel
         else:
-            self.poller.modify(channel.fd, mask)
-        channel.mask = mask
+            self.mirroring.pop(channel.fd, None)
+        mask = (WRITE if engine.out or engine.file is not None else 0) | (READ if engine.wants_read else 0)
+        if mask != channel.mask:
+            if not mask:
+                self.poller.unregister(channel.fd)  # nothing to wait for until a timer fires
+            elif not channel.mask:
+                self.poller.register(channel.fd, mask)
+            else:
+                self.poller.modify(channel.fd, mask)
+            channel.mask = mask
+        deadline = engine.deadline
+        if deadline and deadline != channel.timer_at:
+            channel.timer_at = deadline
+            heapq.heappush(self.timers, (deadline, next(self.sequence), channel))
 
     def _close(self, channel: Channel) -> None:
-        if self.channels.pop(channel.fd, None) is None:
+        if channel.closed:
             return
-        self.mirroring.pop(channel.fd, None)
+        channel.closed = True
+        if self.channels.get(channel.fd) is channel:
+            del self.channels[channel.fd]
+        if self.mirroring.get(channel.fd) is channel:
+            del self.mirroring[channel.fd]
         if channel.mask:
-            self.poller.unregister(channel.fd)  # unregister before close: the fd may be reused
-        if channel.file is not None:
-            channel.file.file.close()
-        for action in channel.outbox:
-            if type(action) is SendFile:
-                action.file.close()
+            self.poller.unregister(channel.fd)  # unregister before close: the number may be reused at once
         channel.sock.close()
-        try:
-            channel.conn.close()
-        except Exception as exc:
-            self.server.log.error(f"service close failed: {exc!r}")
+        channel.engine.release()
 
     # -- time-driven work ------------------------------------------------------------------------
     def _sweep(self, now: float) -> None:
-        idle_limit = self.server.limits.idle_timeout
-        request_limit = self.server.limits.request_timeout
         for channel in list(self.channels.values()):
-            if channel.closing and now >= channel.linger_until:
-                self._close(channel)
-            elif channel.request_began and now - channel.request_began > request_limit:
-                self._close(channel)  # trickling a request: the deadline is absolute
-            elif now - channel.last_seen > idle_limit and not channel.held:
-                self._close(channel)  # idle, or a reader that stopped reading: both time out
+            if channel.engine.sweep(now):
+                self._sync(channel)
         if not self.accepting and now >= self.drain_deadline:
             for channel in list(self.channels.values()):
                 self._close(channel)
@@ -464,17 +319,17 @@ class SelectServer:
         for listener in self.listeners.values():
             self.poller.unregister(listener.fileno())
 
-    def _begin_stop(self, now: float) -> None:
+    def _begin_stop(self) -> None:
         self.accepting = False
-        self.drain_deadline = now + self.server.limits.drain_seconds
+        self.drain_deadline = time.monotonic() + self.server.limits.drain_seconds
         for fd, listener in list(self.listeners.items()):
             if not self.muted_until:
                 self.poller.unregister(listener.fileno())
             listener.close()
             del self.listeners[fd]
         for channel in list(self.channels.values()):
-            if channel.idle and not channel.closing:
-                self._close(channel)
+            channel.engine.stop()
+            self._sync(channel)
 
 
 def serve(server: Server) -> None:

@@ -12,7 +12,6 @@ def serve(server: Server) -> None:
     tracker.follow(server.stop)
 
     def on_client(sock, peer):
-        server.log.connected(peer)
-        serve_connection(sock, server.service.connect(peer), server.limits, tracker)
+        serve_connection(sock, peer, server, tracker)
 
     accept_forever(server.listeners, server.stop, server.log, on_client)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sockkit.lifecycle import DEFAULT_DRAIN_SECONDS, Log, StopSignal
-from sockkit.services.actions import Service
+from sockkit.services.actions import Preface, Service
 
 #: Bytes asked of the kernel per recv: large enough that a bulk upload is a few syscalls,
 #: small enough that one read per client cannot balloon memory.
 RECV_SIZE = 256 * 1024
+#: Most bytes asked of one ``os.sendfile`` call (Linux sends at most 2 GiB - 4 KiB per call anyway).
+SENDFILE_MAX = 1 << 30
 #: A connection that sends nothing for this long is closed (nginx's keepalive/client timeouts
 #: are of this order); a slow request (``--delay``) never counts as idle.
 DEFAULT_IDLE_SECONDS = 300.0
@@ -21,8 +24,6 @@ DEFAULT_IDLE_SECONDS = 300.0
 DEFAULT_REQUEST_SECONDS = 30.0
 #: Most simultaneous clients; past it a client gets the service's busy reply and is closed.
 DEFAULT_MAX_CONNECTIONS = 1024
-#: Unsent bytes per connection before we stop reading from it (Twisted/asyncio/uvicorn: 64 KiB).
-HIGH_WATER = 64 * 1024
 
 
 @dataclass
@@ -47,3 +48,6 @@ class Server:
     stop: StopSignal
     #: The process serving; forked children check it is still their parent (see die_with_parent).
     pid: int = field(default_factory=os.getpid)
+    #: Makes each connection's stage before the service (e.g. a PROXY protocol header reader); None:
+    #: the service starts at accept.
+    preface: Callable[[], Preface] | None = None

@@ -80,12 +80,10 @@ def serve(server: Server) -> None:
 
     class Handler(socketserver.BaseRequestHandler):
         def handle(self):
-            peer = peer_of(self.client_address)
-            server.log.connected(peer)
             if limits.fork:
                 # In the forked child: our own drain on SIGTERM, a fresh tracker state.
                 signal.signal(signal.SIGTERM, lambda s, f: tracker.stop())
-            serve_connection(self.request, server.service.connect(peer), limits, tracker)
+            serve_connection(self.request, peer_of(self.client_address), server, tracker)
 
     cls = _server_class(limits.fork, server, tracker)
     servers = [cls(listener, Handler) for listener in server.listeners]

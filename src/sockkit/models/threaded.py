@@ -27,11 +27,8 @@ def serve(server: Server) -> None:
         if len(tracker.live) >= limits.max_connections:
             refuse(sock)
             return
-        server.log.connected(peer)
-        conn = server.service.connect(peer)
         tracker.live.add(sock)  # counted now, not when the thread gets scheduled
-        threading.Thread(target=serve_connection, args=(sock, conn, limits, tracker),
-                         daemon=True).start()
+        threading.Thread(target=serve_connection, args=(sock, peer, server, tracker), daemon=True).start()
 
     accept_forever(server.listeners, server.stop, server.log, on_client)
     tracker.drain(server.limits.drain_seconds, lambda: server.stop.hurry)

@@ -143,5 +143,15 @@ class Service(Protocol):
         ...
 
 
+class Preface(Protocol):
+    """A stage before the service (e.g. a PROXY protocol header): it reads a connection's first bytes
+    and says who the peer really is. The model's engine starts the service only once it has."""
+
+    def feed(self, data: bytes) -> tuple[Peer, bytes] | None:
+        """None while more is needed; then the real peer and the bytes after the preface (which go to
+        the service). Raises ValueError, with a message for the log, to refuse the connection."""
+        ...
+
+
 #: A clock handed to services that need the time; injected so services stay pure.
 Clock = Callable[[], float]

@@ -1,0 +1,591 @@
+"""The connection engine: what one connection does, written once for every model, with no sockets.
+
+A model is an adapter that moves bytes and time; this engine decides everything else, as h11 does
+for HTTP: events in, wants out.
+
+Events in (the adapter calls them as things happen):
+  ``received(data)`` bytes read (``b""``: the peer's FIN) -- returns bytes to send at once in the
+  common case; ``sent(n)`` / ``keep(rest)`` / ``file_sent(n)`` progress of what it asked for;
+  ``shut(half_closed)`` our FIN is out (or cannot be); ``pause(on)`` the adapter's own buffer is
+  full; ``timer(now)`` a deadline it asked for came; ``sweep(now, backlog)`` the periodic check;
+  ``stop()`` the server is stopping; ``reset()`` the socket failed; ``release()`` the end.
+
+Wants out (the adapter reads them after an event):
+  ``out`` bytes to send; ``file`` + ``file_offset``/``file_left`` a file range to send once ``out``
+  is empty; ``wants_shutdown`` send our FIN now; ``wants_read``; ``deadline`` when to call
+  ``timer`` (0: never); ``state`` -- at ``CLOSED`` the adapter closes the socket (``aborted``: at
+  once, whatever is unsent); ``mirroring`` the adapter may echo each chunk itself (below).
+
+Rules kept here, each in one place:
+1. Actions run in order. A ``Send``'s bytes leave before anything after it; a ``Wait`` or a
+   ``SendFile`` starts once every earlier byte has left; when a ``Wait`` is over, its ``then``'s
+   reply goes ahead of what was queued behind it; a ``Close`` flushes what came before it, then
+   our FIN, then the linger; what comes after a ``Close`` is dropped (its files closed).
+2. Input reaches the service only when its previous answer is done: while an answer waits out a
+   ``Wait``, sends a file, or has more than ``HIGH_WATER`` bytes unsent (or the adapter's own buffer
+   is full), ``wants_read`` is False and anything that still arrives is kept, in order, for later.
+   So a stamp in a reply delayed by a ``Wait`` is taken when the wait is over (``actions.Wait``'s
+   rule), a client that never reads costs at most one answer, and the queue holds at most one
+   answer's actions. Input held back is dropped if the server is stopping (the blocking models
+   never read it).
+3. One error boundary: an exception from the service (``connect``, ``start``, ``receive``,
+   ``pending_request``, ``close``, or an answer that is not actions) is logged once, naming the
+   client, and ends this connection only, at once. A reset or timeout ends it silently.
+4. Deadlines: *idle* -- no progress in either direction (nothing read, nothing sent, no adapter
+   buffer shrinking) for ``idle_timeout``; a ``Wait`` is never idle. *Request* -- once part of a
+   request has come (``pending_request()``), the rest must come within ``request_timeout`` of its
+   first byte. *Linger* -- after our FIN, the peer's input is read and dropped for at most
+   ``LINGER_SECONDS`` and ``LINGER_BYTES``, so our reply is not destroyed by a reset.
+5. Fast paths (measured; see docs/benchmarks.md): a ``receive`` answered with bare ``bytes`` while
+   nothing else is pending is handed back from ``received`` with no list, no ``Send`` and no clock
+   read; a connection whose answers are its input (``mirrors``) is not called at all while
+   ``mirroring`` is True -- the adapter echoes each chunk itself and only notes the progress
+   (``engine.progressed = True``).
+6. A stop ends a connection between requests as if the peer had closed (the service says its
+   goodbye); one in the middle of an answer finishes that answer first.
+7. Before the service starts, an optional *preface* (e.g. a PROXY protocol header) consumes the
+   first bytes and names the real peer; the log line, the service's ``connect`` and the request
+   deadline (counted from accept) all wait for it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sockkit.services.actions import CLOSE, Close, Peer, Preface, Send, SendFile, Wait
+
+if TYPE_CHECKING:
+    from sockkit.lifecycle import Log
+    from sockkit.models.settings import Limits, Server
+    from sockkit.services.actions import Connection, Reply, Service
+
+#: Unsent bytes per connection before its input is held back (Twisted/asyncio/uvicorn: 64 KiB).
+HIGH_WATER = 64 * 1024
+#: After our FIN, how long we keep reading (and dropping) before closing, so unread client data
+#: does not turn our close into a RST that destroys the reply in flight...
+LINGER_SECONDS = 1.0
+#: ... and how much of it we are willing to read.
+LINGER_BYTES = 1 << 20
+
+
+class State(enum.Enum):
+    #: Conversing: input goes to the service, its answers go out.
+    OPEN = "open"
+    #: A ``Close`` (or the peer's FIN) was reached: what is queued goes out, then our FIN.
+    CLOSING = "closing"
+    #: Our FIN is out: the peer's input is read and dropped (bounded), then we close.
+    LINGERING = "lingering"
+    #: Over: the adapter closes the socket.
+    CLOSED = "closed"
+
+
+OPEN, CLOSING, LINGERING, CLOSED = State.OPEN, State.CLOSING, State.LINGERING, State.CLOSED
+
+
+def client_name(peer: Peer) -> str:
+    """The client as the chapter's log line names it: ``('127.0.0.1', 41234)`` (control characters
+    in a hostile name escaped)."""
+    host = repr(peer.host)
+    if not host.isprintable():
+        host = host.encode("unicode_escape").decode("ascii")
+    return f"({host}, {peer.port})"
+
+
+def open_engine(server: Server, peer: Peer, clock: Callable[[], float]) -> Engine:
+    """The engine of a client just accepted by ``server`` (with the server's preface stage, if any)."""
+    return Engine(server.service, peer, server.log, server.limits, clock,
+                  preface=server.preface() if server.preface is not None else None)
+
+
+def sweep_period(limits: Limits) -> float:
+    """How often an event-loop adapter calls ``sweep``: a quarter of the shortest deadline, between
+    0.05 s and 1 s (the idle and request deadlines are honoured to within that)."""
+    return min(1.0, max(0.05, min(limits.idle_timeout, limits.request_timeout) / 4))
+
+
+class Engine:
+    """One connection's conduct (see the module's rules). Not thread-safe: one adapter drives it."""
+
+    __slots__ = (
+        "aborted",
+        "backlog",
+        "clock",
+        "conn",
+        "deadline",
+        "eof",
+        "eof_pending",
+        "file",
+        "file_left",
+        "file_offset",
+        "flooded",
+        "held_then",
+        "held_until",
+        "idle_timeout",
+        "inbox",
+        "last_progress",
+        "linger_budget",
+        "linger_until",
+        "log",
+        "mirroring",
+        "mirrors",
+        "out",
+        "outbox",
+        "paused",
+        "peer",
+        "pending_request",
+        "plain",
+        "preface",
+        "progressed",
+        "ready",
+        "receive",
+        "request_began",
+        "request_timeout",
+        "service",
+        "state",
+        "stopping",
+    )
+
+    def __init__(self, service: Service, peer: Peer, log: Log, limits: Limits, clock: Callable[[], float], *,
+                 preface: Preface | None = None) -> None:
+        self.service = service
+        self.peer = peer
+        self.log = log
+        self.clock = clock
+        self.idle_timeout = limits.idle_timeout
+        self.request_timeout = limits.request_timeout
+        self.state = OPEN
+        #: Closed at once rather than flushed (a failure, a deadline, a cut).
+        self.aborted = False
+        self.conn: Connection | None = None
+        self.receive: Callable[[bytes], Reply] | None = None
+        self.mirrors = False
+        self.pending_request: Callable[[], bool] | None = None
+        self.preface = preface
+        self.out: bytes | bytearray = b""
+        self.file: SendFile | None = None
+        self.file_offset = 0
+        self.file_left = 0
+        #: The rest of the answer being carried out (behind a Wait, a file or unsent bytes). Made on
+        #: first use, as is ``inbox``: 10,000 idle connections should not cost 10,000 deques.
+        self.outbox: deque | tuple = ()
+        #: Input that came while the service could not be given it (rule 2), and a FIN behind it.
+        self.inbox = b""
+        self.eof_pending = False
+        #: The peer's FIN has reached the service (or the linger).
+        self.eof = False
+        self.held_until = 0.0
+        #: The running Wait's continuation (``Wait.then``), called when it is over.
+        self.held_then: Callable[[], Reply] | None = None
+        self.linger_until = 0.0
+        self.linger_budget = LINGER_BYTES
+        self.flooded = False
+        self.deadline = 0.0
+        self.request_began = 0.0
+        self.paused = False
+        self.stopping = False
+        #: Bytes the adapter holds that we handed it (asyncio's transport buffer), as last told.
+        self.backlog = 0
+        self.progressed = False
+        self.last_progress = clock()
+        self.ready = self.plain = self.mirroring = False
+        if preface is None:
+            self._open(peer)
+        else:
+            self.request_began = self.last_progress  # the preface is due within the request deadline
+        self._settle()
+
+    # -- events in -------------------------------------------------------------------------------
+    def received(self, data: bytes) -> bytes | None:
+        """``data`` was read (``b""``: the peer's FIN). Returns bytes to send now -- the common
+        case: nothing else pending and the service answered with bare bytes -- or None, after which
+        the adapter looks at the wants."""
+        self.progressed = True
+        if self.plain:
+            try:
+                reply = self.receive(data)
+            except Exception as exc:  # rule 3
+                self._service_failed(exc)
+                self._settle()
+                return None
+            if reply.__class__ is bytes and data:
+                return reply
+            self._answered(reply, data)
+        else:
+            self._received_otherwise(data)
+        self._settle()
+        return None
+
+    def keep(self, rest: bytes | memoryview) -> None:
+        """The bytes ``received`` returned went out only in part: ``rest`` is queued (copied)."""
+        self.progressed = True
+        self.out = bytes(rest) if not self.out else self.out + rest
+        self._settle()
+
+    def sent(self, count: int) -> None:
+        """The first ``count`` bytes of ``out`` went out."""
+        self.progressed = True
+        out = self.out
+        if count >= len(out):
+            self.out = b""
+        elif out.__class__ is bytearray:
+            del out[:count]
+        else:
+            self.out = bytearray(memoryview(out)[count:])
+        self._settle()
+
+    def file_sent(self, count: int) -> None:
+        """``count`` more bytes of the file range went out (the adapter sends from ``file_offset``)."""
+        self.progressed = True
+        self.file_offset += count
+        self.file_left -= count
+        if self.file_left <= 0:
+            self._drop_file()
+        self._settle()
+
+    def shut(self, half_closed: bool) -> None:
+        """Our FIN is out (``half_closed``), or the transport cannot half-close and is closing."""
+        if not half_closed or self.eof:
+            self._finish()
+        else:
+            self.state = LINGERING
+            self.linger_until = self.clock() + LINGER_SECONDS
+        self._settle()
+
+    def pause(self, on: bool) -> None:
+        """The adapter's own buffer passed its high-water mark (on) or drained (off)."""
+        self.paused = on
+        self._settle()
+
+    def timer(self, now: float) -> None:
+        """Time passed: a ``Wait`` or the linger may be over (a stale call does nothing)."""
+        if self.state is OPEN and self.held_until and now >= self.held_until:
+            self.held_until = 0.0
+            self.last_progress = now
+            then, self.held_then = self.held_then, None
+            if then is not None:
+                self._continue(then)
+        elif self.state is LINGERING and now >= self.linger_until:
+            self._linger_over()
+        self._settle()
+
+    def sweep(self, now: float, backlog: int = 0) -> bool:
+        """The periodic check of the idle and request deadlines (rule 4); ``backlog`` is how many
+        bytes the adapter still holds (a shrinking backlog is progress). True if the state changed."""
+        before = self.state
+        if before is CLOSED and (self.aborted or not backlog):
+            return False
+        if self.progressed or backlog < self.backlog or self.held_until:
+            self.last_progress = now
+        self.progressed = False
+        self.backlog = backlog
+        if before is LINGERING and now >= self.linger_until:
+            self._linger_over()
+        if self.request_began and now - self.request_began > self.request_timeout:
+            self._abort()  # trickling a request (or never finishing a preface): the deadline is absolute
+        elif now - self.last_progress > self.idle_timeout:
+            self._abort()  # nothing moved either way: a silent client or one that stopped reading
+        if self.state is before and not self.aborted:
+            return False
+        self._settle()
+        return True
+
+    def stop(self) -> None:
+        """The server is stopping (rule 6)."""
+        self.stopping = True
+        if self.preface is not None and self.state is OPEN:
+            self._abort()
+        self._settle()
+
+    def reset(self) -> None:
+        """The socket failed (reset, timeout, broken pipe): end without a word."""
+        self._abort()
+        self._settle()
+
+    def cut(self) -> None:
+        """The drain deadline passed: end now."""
+        self.reset()
+
+    def release(self) -> None:
+        """The end: files closed, the service's ``close`` called (once, whatever happened)."""
+        if self.state is not CLOSED:
+            self._abort()
+            self._settle()
+        self._drop_queue()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as exc:  # rule 3: still this connection's problem only
+                self._log_failure("failed in close()", exc)
+
+    # -- wants out -------------------------------------------------------------------------------
+    @property
+    def wants_read(self) -> bool:
+        state = self.state
+        if state is OPEN:
+            return (self.ready or self.preface is not None) and not self.eof
+        if state is CLOSED:
+            return False
+        return not (self.eof or self.flooded)
+
+    @property
+    def wants_shutdown(self) -> bool:
+        """Everything before the ``Close`` is out: send our FIN now, then ``shut``."""
+        return self.state is CLOSING and not self.out and self.file is None
+
+    @property
+    def idle(self) -> bool:
+        """Between requests: nothing being answered, nothing half-received."""
+        return (self.state is OPEN and self.ready and not self.out and not self.request_began and not self.inbox
+                and not self.eof_pending)
+
+    def read_timeout(self, now: float) -> float:
+        """For adapters whose deadlines are kernel timeouts: how long the next read or send may block."""
+        if self.state is LINGERING:
+            return max(0.001, self.linger_until - now)
+        seconds = self.idle_timeout
+        if self.request_began:
+            seconds = min(seconds, self.request_began + self.request_timeout - now)
+        return max(0.001, seconds)
+
+    # -- the rest is internal --------------------------------------------------------------------
+    def _open(self, peer: Peer) -> None:
+        self.peer = peer
+        self.log.connected(peer)
+        try:
+            conn = self.service.connect(peer)
+            self.conn = conn
+            self.receive = conn.receive
+            self.mirrors = bool(getattr(conn, "mirrors", False))
+            self.pending_request = getattr(conn, "pending_request", None)
+            self._answered(conn.start(), None)
+        except Exception as exc:  # rule 3
+            self._service_failed(exc)
+
+    def _received_otherwise(self, data: bytes) -> None:
+        state = self.state
+        if state is OPEN:
+            if self.preface is not None:
+                self._read_preface(data)
+            elif self.ready and not self.inbox and not self.eof_pending:
+                self._give(data)
+            elif data:
+                self.inbox += data  # rule 2: kept until the service may have it
+            else:
+                self.eof_pending = True
+        elif state is not CLOSED:  # closing or lingering: the input is dropped, within a budget
+            if not data:
+                self.eof = True
+                if state is LINGERING:
+                    self._linger_over()
+                return
+            self.linger_budget -= len(data)
+            if self.linger_budget < 0:
+                self.flooded = True  # it keeps sending after our FIN: stop paying for it
+                if state is LINGERING:
+                    self._linger_over()
+
+    def _read_preface(self, data: bytes) -> None:
+        if not data:
+            self._abort()
+            return
+        try:
+            done = self.preface.feed(data)
+        except ValueError as exc:
+            self.log.error(f"client {client_name(self.peer)}: {exc}; connection closed")
+            self._abort()
+            return
+        if done is None:
+            return
+        peer, rest = done
+        self.preface = None
+        self.request_began = 0.0
+        self._open(peer)
+        if rest:
+            self.inbox += rest
+
+    def _give(self, data: bytes, *, fin: bool = True) -> None:
+        try:
+            reply = self.receive(data)
+        except Exception as exc:  # rule 3
+            self._service_failed(exc)
+            return
+        self._answered(reply, data, fin=fin)
+
+    def _answered(self, reply: Reply, data: bytes | None, *, fin: bool = True) -> None:
+        """The service answered ``data`` (None: the start) with ``reply``; an empty ``data`` is the
+        end of the input (``fin``: because the peer closed its side)."""
+        if self.state is not OPEN:
+            return
+        if reply:
+            self.request_began = 0.0
+            if reply.__class__ is bytes:
+                if self.outbox:
+                    self.outbox.append(Send(reply))
+                else:
+                    self._put(reply)
+            elif reply.__class__ is list or reply.__class__ is tuple:
+                self._queue().extend(reply)
+            else:
+                self._service_failed(TypeError(f"receive() returned {type(reply).__name__}, not a list or bytes"))
+                return
+        elif data and self.pending_request is not None and not self.request_began:
+            try:
+                pending = self.pending_request()
+            except Exception as exc:  # rule 3
+                self._service_failed(exc)
+                return
+            if pending:
+                self.request_began = self.clock()
+        if data is not None and not data:
+            self.eof = fin
+            self._queue().append(CLOSE)  # the peer is done: once the answer is out, so are we
+
+    def _continue(self, then: Callable[[], Reply]) -> None:
+        """A Wait is over: its continuation's reply goes ahead of whatever was queued behind it."""
+        try:
+            reply = then()
+        except Exception as exc:  # rule 3
+            self._service_failed(exc)
+            return
+        if reply.__class__ is bytes:
+            self._queue().appendleft(Send(reply))
+        elif reply:
+            self._queue().extendleft(reversed(reply))
+
+    def _queue(self) -> deque:
+        if not self.outbox:
+            self.outbox = deque()
+        return self.outbox
+
+    def _put(self, data: bytes) -> None:
+        out = self.out
+        if not out:
+            self.out = data
+        elif out.__class__ is bytearray:
+            out += data
+        else:
+            self.out = bytearray(out) + data
+
+    def _advance(self) -> None:
+        """Move queued actions into ``out``, ``file``, a hold or the close (rule 1)."""
+        outbox = self.outbox
+        while outbox and self.state is OPEN and not self.held_until and self.file is None:
+            action = outbox[0]
+            kind = action.__class__
+            if kind is Send:
+                outbox.popleft()
+                self._put(action.data)
+                continue
+            if self.out and kind is not Close:
+                return  # a Wait or a file starts once the bytes before it are out
+            outbox.popleft()
+            if kind is Wait:
+                if action.seconds > 0:
+                    self.held_until = self.clock() + action.seconds
+                    self.held_then = action.then
+                elif action.then is not None:
+                    self._continue(action.then)
+            elif kind is SendFile:
+                if action.count > 0:
+                    self.file, self.file_offset, self.file_left = action, action.offset, action.count
+                else:
+                    action.file.close()
+            elif kind is Close:
+                self.state = CLOSING
+                self.request_began = 0.0
+                self._drop_queue()
+                self.inbox = b""
+            else:
+                self._service_failed(TypeError(f"unknown action {action!r}"))
+                return
+
+    def _settle(self) -> None:
+        """After any event: carry the answer forward, hand over kept input or say goodbye when
+        allowed, then set the flags the adapters and the fast paths read."""
+        while True:
+            self._advance()
+            state = self.state
+            if state is not OPEN or self.preface is not None or self.conn is None:
+                break
+            if self.held_until or self.file is not None or self.outbox or self.paused or len(self.out) > HIGH_WATER:
+                break
+            if self.stopping and (self.inbox or self.eof_pending):
+                self.inbox = b""  # the server is stopping: input held back is never answered
+                self.eof_pending = False
+            if self.inbox:
+                data, self.inbox = self.inbox, b""
+                self._give(data)
+            elif self.eof_pending:
+                self.eof_pending = False
+                self._give(b"")
+            elif self.stopping and not self.out:
+                self._give(b"", fin=False)  # rule 6: as if the peer had closed (it may still send: linger)
+            else:
+                break
+        state = self.state
+        ready = (state is OPEN and self.conn is not None and not self.held_until and self.file is None
+                 and not self.outbox and not self.paused and len(self.out) <= HIGH_WATER)
+        self.ready = ready
+        plain = ready and not self.out and not self.request_began and not self.inbox and not self.eof_pending
+        self.plain = plain
+        self.mirroring = plain and self.mirrors
+        if state is OPEN:
+            self.deadline = self.held_until
+        elif state is LINGERING:
+            self.deadline = self.linger_until
+        else:
+            self.deadline = 0.0
+
+    def _linger_over(self) -> None:
+        if self.backlog:
+            return  # the adapter still holds our bytes: they leave first (idle rules still apply)
+        self._finish()
+
+    def _finish(self) -> None:
+        self.state = CLOSED
+        self.request_began = 0.0
+        self._drop_queue()
+
+    def _abort(self) -> None:
+        if self.state is CLOSED and self.aborted:
+            return
+        self.state = CLOSED
+        self.aborted = True
+        self.out = b""
+        self.held_then = None
+        self.inbox = b""
+        self._drop_queue()
+
+    def _drop_file(self) -> None:
+        if self.file is not None:
+            self.file.file.close()
+            self.file = None
+            self.file_left = 0
+
+    def _drop_queue(self) -> None:
+        """Close the files of actions that will not run now (SendFile passes ownership to us)."""
+        self._drop_file()
+        for action in self.outbox:
+            if action.__class__ is SendFile:
+                action.file.close()
+        self.outbox = ()
+
+    def _service_failed(self, exc: Exception) -> None:
+        self._log_failure("failed", exc)
+        self._abort()
+
+    def _log_failure(self, what: str, exc: Exception) -> None:
+        where = ""
+        tb = exc.__traceback__
+        if tb is not None:
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            code = tb.tb_frame.f_code
+            where = f" at {code.co_filename.rpartition('/')[2]}:{tb.tb_lineno} in {code.co_name}"
+        service = getattr(self.service, "name", "service")
+        self.log.error(f"client {client_name(self.peer)}: the {service} service {what}: {exc!r}{where}; "
+                       "this connection is closed, the server goes on")

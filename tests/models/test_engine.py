@@ -1,0 +1,623 @@
+"""The connection engine with no sockets at all: a scripted service, a fake clock and a test adapter
+that "sends" into a bytearray, as little at a time as a test likes.
+
+What is checked is the engine's contract (see its module's rules): actions in order whatever the
+order and whatever partial sends, Waits that hold what follows, Close after the flush, input held
+back while an answer is in progress, one error boundary, the deadlines, and that a reset at any
+point leaves every file closed and the service closed exactly once.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sockkit.models.engine import CLOSED, CLOSING, HIGH_WATER, LINGER_BYTES, LINGER_SECONDS, LINGERING, OPEN, Engine
+from sockkit.models.settings import Limits
+from sockkit.services.actions import CLOSE, Peer, Send, SendFile, Wait
+
+PEER = Peer("127.0.0.1", 41234)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingLog:
+    """What the engine logs: the chapter's line per client, and errors."""
+
+    def __init__(self) -> None:
+        self.clients: list[Peer] = []
+        self.errors: list[str] = []
+
+    def connected(self, peer: Peer) -> None:
+        self.clients.append(peer)
+
+    def error(self, text: str) -> None:
+        self.errors.append(text)
+
+
+class TrackedFile(io.BytesIO):
+    """An in-memory file that remembers it was closed (SendFile hands ownership to the engine)."""
+
+    opened: list[TrackedFile] = []
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        TrackedFile.opened.append(self)
+
+
+class Script:
+    """A service connection answering each ``receive`` with the next scripted reply (a list of
+    actions, bytes, an exception to raise, or a callable given the data)."""
+
+    def __init__(self, replies=(), start=(), mirrors: bool = False, pending=None) -> None:
+        self.replies = list(replies)
+        self.start_reply = list(start)
+        self.got: list[bytes] = []
+        self.closed = 0
+        #: Files the engine was given (it owns them from then on).
+        self.handed: list = []
+        self.mirrors = mirrors
+        self.pending = pending
+
+    def start(self):
+        return self.start_reply
+
+    def receive(self, data: bytes):
+        self.got.append(data)
+        if not data:
+            return [CLOSE]
+        reply = self.replies.pop(0) if self.replies else []
+        if isinstance(reply, Exception):
+            raise reply
+        if callable(reply):
+            return reply(data)
+        self.handed += [a.file for a in reply if isinstance(a, SendFile)] if isinstance(reply, list) else []
+        return reply
+
+    def pending_request(self) -> bool:
+        return bool(self.pending and self.pending())
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class OneService:
+    name = "test"
+
+    def __init__(self, conn: Script) -> None:
+        self.conn = conn
+
+    def connect(self, peer: Peer) -> Script:
+        return self.conn
+
+    def busy_reply(self) -> bytes:
+        return b""
+
+
+class Adapter:
+    """Carries out the engine's wants into memory: ``wire`` is what the peer would read."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.wire = bytearray()
+        self.fin_at: int | None = None  # len(wire) when our FIN went out
+
+    def receive(self, data: bytes, limit: int | None = None, room: int | None = None) -> None:
+        reply = self.engine.received(data)
+        if reply:
+            self.wire += reply
+        self.pump(limit, room)
+
+    def pump(self, limit: int | None = None, room: int | None = None) -> None:
+        """Send what the engine wants, ``limit`` bytes per call at most, ``room`` bytes in all before
+        the socket would block; stops when the engine waits."""
+        engine = self.engine
+        for _ in range(100_000):
+            if room is not None and room <= 0 and (engine.out or engine.file is not None):
+                return  # the socket is full
+            if engine.out:
+                count = min(len(engine.out), limit or len(engine.out), len(engine.out) if room is None else room)
+                assert self.fin_at is None, "bytes after our FIN"
+                self.wire += bytes(engine.out[:count])
+                engine.sent(count)
+                room = None if room is None else room - count
+            elif engine.file is not None:
+                count = min(engine.file_left, limit or engine.file_left, engine.file_left if room is None else room)
+                assert self.fin_at is None, "file bytes after our FIN"
+                engine.file.file.seek(engine.file_offset)
+                self.wire += engine.file.file.read(count)
+                engine.file_sent(count)
+                room = None if room is None else room - count
+            elif engine.wants_shutdown:
+                self.fin_at = len(self.wire)
+                engine.shut(True)
+            else:
+                return
+        raise AssertionError("the engine never stopped wanting")
+
+    def advance(self, seconds: float, limit: int | None = None) -> None:
+        self.clock.now += seconds
+        self.engine.timer(self.clock.now)
+        self.pump(limit)
+
+
+def make(conn: Script | None = None, **limits) -> tuple[Engine, Adapter, Script, RecordingLog]:
+    conn = conn or Script()
+    clock, log = Clock(), RecordingLog()
+    engine = Engine(OneService(conn), PEER, log, Limits(**limits), clock)
+    adapter = Adapter(engine, clock)
+    adapter.pump()
+    return engine, adapter, conn, log
+
+
+# -- every ordering of the four actions ------------------------------------------------------------
+def action_of(kind: str, index: int):
+    if kind == "send":
+        return Send(b"S%d." % index)
+    if kind == "file":
+        return SendFile(TrackedFile(b"0123456789F%d." % index), 10, 4)  # sends b"F<i>." (+ padding)
+    if kind == "wait":
+        return Wait(1.0)
+    return CLOSE
+
+
+def expected_wire(kinds: list[str]) -> tuple[bytes, bool]:
+    """The bytes a peer must read for one reply, and whether our FIN follows them."""
+    wire = b""
+    for index, kind in enumerate(kinds):
+        if kind == "close":
+            return wire, True
+        if kind == "send":
+            wire += b"S%d." % index
+        elif kind == "file":
+            wire += (b"0123456789F%d." % index)[10:14]
+    return wire, False
+
+
+ORDERS = sorted({order for n in range(1, 5)
+                 for order in itertools.product(("send", "file", "wait", "close"), repeat=n)})
+
+
+@pytest.mark.parametrize("limit", [None, 1, 3])
+@pytest.mark.parametrize("kinds", ORDERS, ids="-".join)
+def test_every_ordering_of_actions_goes_out_in_order(kinds, limit) -> None:
+    """Any sequence of Send/SendFile/Wait/Close, with sends of any size: the peer reads exactly the
+    bytes before the first Close, in order; nothing after a Wait leaves before it ends; the FIN
+    follows the last byte; files are all closed; the service is closed once."""
+    TrackedFile.opened.clear()
+    actions = [action_of(kind, i) for i, kind in enumerate(kinds)]
+    engine, adapter, conn, _ = make(Script([actions]))
+    adapter.receive(b"go", limit)
+    want, closes = expected_wire(list(kinds))
+    waits_before = [i for i, kind in enumerate(kinds) if kind == "wait"]
+    for _ in range(len(waits_before) + 1):
+        sent_now = bytes(adapter.wire)
+        assert want.startswith(sent_now)
+        adapter.advance(0.5, limit)
+        assert bytes(adapter.wire) == sent_now, "bytes left during a Wait"
+        adapter.advance(0.5, limit)
+    assert bytes(adapter.wire) == want
+    if closes:
+        assert adapter.fin_at == len(want)
+        assert engine.state in (LINGERING, CLOSED)  # the linger may have run out while Waits passed
+        engine.received(b"")
+        assert engine.state is CLOSED and not engine.aborted
+    else:
+        assert adapter.fin_at is None and engine.state is OPEN and engine.wants_read
+    engine.release()
+    assert conn.closed == 1
+    assert all(f.closed for f in TrackedFile.opened)
+
+
+# -- random conversations, partial sends and a reset anywhere -----------------------------------
+actions_strategy = st.one_of(
+    st.binary(min_size=1, max_size=40).map(Send),
+    st.tuples(st.binary(min_size=0, max_size=60), st.integers(0, 60), st.integers(0, 60)).map(
+        lambda t: ("file", t)),
+    st.floats(0, 2).map(Wait),
+    st.just(CLOSE),
+)
+reply_strategy = st.one_of(st.binary(min_size=1, max_size=40), st.lists(actions_strategy, max_size=6))
+
+
+def materialise(reply):
+    """Files are made fresh per run (hypothesis may reuse the drawn values)."""
+    if isinstance(reply, bytes):
+        return reply
+    made = []
+    for action in reply:
+        if isinstance(action, tuple):
+            data, offset, count = action[1]
+            offset, count = min(offset, len(data)), min(count, max(0, len(data) - min(offset, len(data))))
+            action = SendFile(TrackedFile(data), offset, count)
+        made.append(action)
+    return made
+
+
+def flatten(replies) -> tuple[bytes, bool]:
+    wire = b""
+    for reply in replies:
+        if isinstance(reply, bytes):
+            wire += reply
+            continue
+        for action in reply:
+            if action is CLOSE:
+                return wire, True
+            if isinstance(action, Send):
+                wire += action.data
+            elif isinstance(action, SendFile):
+                action.file.seek(action.offset)
+                wire += action.file.read(action.count)
+    return wire, False
+
+
+@settings(max_examples=300, deadline=None)
+@given(replies=st.lists(reply_strategy, min_size=1, max_size=5), limits=st.lists(st.integers(1, 50), min_size=1),
+       steps=st.lists(st.floats(0, 1.5), min_size=1, max_size=30), reset_at=st.integers(0, 40))
+def test_random_conversations_with_partial_sends_and_a_reset_anywhere(replies, limits, steps, reset_at) -> None:
+    """Each chunk gets the next scripted reply; sends go out a few bytes at a time; time passes in
+    random steps; at step ``reset_at`` the socket fails. Until then, the wire is always a prefix of
+    the replies' bytes in order; without the reset, it is all of it (up to the first Close); after
+    it, nothing more goes out, every file is closed and the service is closed exactly once."""
+    TrackedFile.opened.clear()
+    replies = [materialise(r) for r in replies]
+    want, closes = flatten(replies)  # (it reads the files; the adapter seeks before it sends)
+    engine, adapter, conn, log = make(Script(list(replies)), idle_timeout=1000, request_timeout=1000)
+    limit = itertools.cycle(limits)
+    step = 0
+    pending_chunks = len(replies)
+    while step < max(len(steps), reset_at + 1) + 40:
+        if step == reset_at:
+            engine.reset()
+            break
+        if engine.state is CLOSED:
+            break
+        if engine.wants_read and pending_chunks and engine.state is OPEN:
+            pending_chunks -= 1
+            adapter.receive(b"chunk %d" % step, next(limit))
+        else:
+            adapter.advance(steps[step % len(steps)], next(limit))
+        assert want.startswith(bytes(adapter.wire))
+        step += 1
+    wire_at_reset = bytes(adapter.wire)
+    if step != reset_at:
+        while engine.state is not CLOSED and (engine.out or engine.file or engine.held_until or engine.outbox):
+            adapter.advance(2.0, next(limit))
+        if engine.state is OPEN and not pending_chunks:
+            assert bytes(adapter.wire) == want
+        if closes and engine.state is not OPEN:
+            assert bytes(adapter.wire) == want and adapter.fin_at == len(want)
+    else:
+        assert engine.state is CLOSED and engine.aborted
+        assert not engine.out and engine.file is None and not engine.wants_read
+        adapter.advance(5.0)
+        assert bytes(adapter.wire) == wire_at_reset, "bytes after a reset"
+    engine.release()
+    engine.release()
+    assert conn.closed == 1
+    assert all(f.closed for f in conn.handed)
+    assert log.errors == []
+
+
+# -- rule 2: input is held back while an answer is in progress ----------------------------------------
+def test_input_during_a_wait_reaches_the_service_after_it() -> None:
+    """While a Wait holds an answer, the engine does not want to read and keeps what still arrives;
+    the service sees it only once the wait is over (so a stamp is taken when the reply is sent)."""
+    clock_at_receive: list[float] = []
+
+    def stamped(data: bytes):
+        clock_at_receive.append(adapter.clock.now)
+        return [Wait(1.0), Send(b"at %.1f:" % adapter.clock.now + data)]
+
+    engine, adapter, conn, _ = make(Script([stamped, stamped]))
+    adapter.receive(b"one")
+    assert not engine.wants_read
+    adapter.receive(b"two")  # came anyway (already in flight): kept, not handed over
+    assert conn.got == [b"one"]
+    adapter.advance(1.0)
+    assert conn.got == [b"one", b"two"]
+    assert bytes(adapter.wire) == b"at 100.0:one"
+    adapter.advance(1.0)
+    assert bytes(adapter.wire) == b"at 100.0:oneat 101.0:two"
+    assert clock_at_receive == [100.0, 101.0]
+    assert engine.wants_read
+
+
+def test_a_fin_during_a_wait_comes_after_the_kept_input() -> None:
+    engine, adapter, conn, _ = make(Script([[Wait(1.0), Send(b"a")], b"b"]))
+    adapter.receive(b"1")
+    adapter.receive(b"2")
+    adapter.receive(b"")
+    adapter.advance(1.0)
+    assert conn.got == [b"1", b"2", b""]
+    assert bytes(adapter.wire) == b"ab" and adapter.fin_at == 2
+    assert engine.state is CLOSED  # the peer's FIN was seen: no linger needed
+
+
+def test_unsent_bytes_past_the_high_water_mark_stop_reading() -> None:
+    engine, _adapter, _conn, _ = make(Script([b"x" * (HIGH_WATER + 100), b"y"]))
+    reply = engine.received(b"big")
+    assert reply is not None and len(reply) == HIGH_WATER + 100
+    engine.keep(reply[10:])  # only 10 bytes went out
+    assert not engine.wants_read and len(engine.out) == HIGH_WATER + 90
+    engine.sent(100)
+    assert engine.wants_read  # below the mark again
+
+
+def test_the_adapters_own_full_buffer_stops_reading() -> None:
+    engine, _adapter, _, _ = make(Script([b"a"]))
+    engine.pause(True)
+    assert not engine.wants_read
+    engine.pause(False)
+    assert engine.wants_read
+
+
+# -- fast paths --------------------------------------------------------------------------------
+def test_bytes_answers_come_straight_back_and_mirroring_is_flagged() -> None:
+    engine, _adapter, _conn, _ = make(Script([b"one", b"two"]))
+    assert engine.received(b"x") == b"one"
+    assert engine.received(b"y") == b"two"
+    assert not engine.mirroring
+    engine, _, _, _ = make(Script(mirrors=True))
+    assert engine.mirroring
+    engine.received(b"")
+    assert not engine.mirroring and engine.state is not OPEN
+
+
+def test_a_request_in_progress_leaves_the_fast_path_and_has_an_absolute_deadline() -> None:
+    partial = {"on": False}
+    conn = Script([[], [], b"done"], pending=lambda: partial["on"])
+    engine, adapter, _, _ = make(conn, idle_timeout=10, request_timeout=3)
+    partial["on"] = True
+    adapter.receive(b"par")
+    assert engine.request_began == 100.0 and not engine.plain
+    assert engine.read_timeout(101.0) == pytest.approx(2.0)
+    adapter.clock.now = 102.0
+    adapter.receive(b"t")  # progress, but the deadline does not move
+    assert engine.request_began == 100.0
+    assert not engine.sweep(102.5)
+    assert engine.sweep(103.5)
+    assert engine.state is CLOSED and engine.aborted
+
+
+def test_a_finished_request_clears_its_deadline() -> None:
+    partial = {"on": True}
+    engine, adapter, _, _ = make(Script([[], b"ok"], pending=lambda: partial["on"]), request_timeout=3)
+    adapter.receive(b"a")
+    partial["on"] = False
+    adapter.receive(b"b")
+    assert bytes(adapter.wire) == b"ok" and engine.request_began == 0.0 and engine.plain
+
+
+# -- idle: no progress in either direction ----------------------------------------------------
+def test_idle_means_no_progress_either_way() -> None:
+    engine, _adapter, _, _ = make(Script([b"x" * 10]), idle_timeout=5)
+    assert not engine.sweep(104.0)
+    assert engine.sweep(105.5) and engine.aborted  # silent since it was accepted
+
+
+def test_a_client_that_stops_reading_is_idle_even_with_bytes_pending() -> None:
+    engine, adapter, _, _ = make(Script([[Send(b"x" * 100)]]), idle_timeout=5)
+    adapter.receive(b"q", room=10)  # 10 bytes out, then the socket is full
+    assert len(engine.out) == 90
+    assert not engine.sweep(103.0)  # the read and the 10 bytes were progress
+    assert not engine.sweep(107.0)
+    assert engine.sweep(108.5) and engine.aborted
+
+
+def test_a_shrinking_adapter_buffer_is_progress_and_a_wait_is_never_idle() -> None:
+    engine, adapter, _, _ = make(Script([[Wait(20), Send(b"late")]]), idle_timeout=5)
+    adapter.receive(b"q")
+    for now in range(101, 120, 2):
+        assert not engine.sweep(float(now))
+    adapter.advance(20.0)
+    assert bytes(adapter.wire) == b"late"
+    engine, adapter, _, _ = make(Script(), idle_timeout=5)
+    for now, backlog in [(103, 900), (106, 800), (109, 700), (112, 700)]:
+        assert not engine.sweep(float(now), backlog), now
+    assert engine.sweep(118.0, 700) and engine.aborted
+
+
+# -- Close, linger -------------------------------------------------------------------------------
+def test_the_linger_ends_at_the_peers_fin_its_budget_or_its_deadline() -> None:
+    engine, adapter, _, _ = make(Script([[Send(b"bye"), CLOSE]]))
+    adapter.receive(b"q")
+    assert engine.state is LINGERING and engine.deadline == 100.0 + LINGER_SECONDS and engine.wants_read
+    engine.received(b"more input")  # dropped
+    assert engine.state is LINGERING
+    adapter.advance(LINGER_SECONDS)
+    assert engine.state is CLOSED and not engine.aborted
+    engine, adapter, _, _ = make(Script([[CLOSE]]))
+    adapter.receive(b"q")
+    engine.received(b"z" * (LINGER_BYTES + 1))
+    assert engine.state is CLOSED and not engine.aborted
+    engine, adapter, _, _ = make(Script([[CLOSE]]))
+    adapter.receive(b"q")
+    adapter.clock.now += LINGER_SECONDS
+    engine.sweep(adapter.clock.now, backlog=10)  # the adapter still holds our bytes: not yet
+    assert engine.state is LINGERING
+    engine.sweep(adapter.clock.now + 0.5, backlog=0)
+    assert engine.state is CLOSED
+
+
+def test_actions_after_close_are_dropped_and_their_files_closed() -> None:
+    late = TrackedFile(b"never")
+    _engine, adapter, _, _ = make(Script([[Send(b"a"), CLOSE, Send(b"b"), SendFile(late, 0, 5)]]))
+    adapter.receive(b"q")
+    assert bytes(adapter.wire) == b"a" and adapter.fin_at == 1 and late.closed
+
+
+def test_a_transport_that_cannot_half_close_just_closes() -> None:
+    engine, _adapter, _, _ = make(Script([[CLOSE]]))
+    engine.received(b"q")
+    assert engine.state is CLOSING and engine.wants_shutdown
+    engine.shut(False)
+    assert engine.state is CLOSED and not engine.aborted
+
+
+# -- one error boundary ----------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["connect", "start", "receive", "pending_request", "answer", "action"])
+def test_a_service_failure_is_logged_once_with_the_client_and_ends_this_connection(where) -> None:
+    conn = Script([RuntimeError("boom")] if where == "receive" else
+                  [123] if where == "answer" else [["not an action"]] if where == "action" else [[]],
+                  pending=(lambda: 1 / 0) if where == "pending_request" else None)
+    if where == "start":
+        conn.start = lambda: 1 / 0
+    service = OneService(conn)
+    if where == "connect":
+        service.connect = lambda peer: 1 / 0
+    clock, log = Clock(), RecordingLog()
+    engine = Engine(service, PEER, log, Limits(), clock)
+    if where not in ("connect", "start"):
+        engine.received(b"request")
+    assert engine.state is CLOSED and engine.aborted
+    assert len(log.errors) == 1, log.errors
+    assert "('127.0.0.1', 41234)" in log.errors[0] and "test service failed" in log.errors[0]
+    engine.received(b"more")
+    engine.sweep(clock.now + 1000)
+    engine.release()
+    assert len(log.errors) == 1
+    assert conn.closed == (0 if where == "connect" else 1)
+
+
+def test_a_failing_close_is_logged_and_swallowed() -> None:
+    engine, _, conn, log = make(Script())
+
+    def broken() -> None:
+        raise OSError("disk gone")
+
+    conn.close = broken
+    engine.release()
+    assert len(log.errors) == 1 and "close()" in log.errors[0]
+
+
+# -- stopping -----------------------------------------------------------------------------------
+def test_a_stop_between_requests_is_a_goodbye_and_during_one_waits_for_the_answer() -> None:
+    engine, adapter, conn, _ = make(Script())
+    engine.stop()
+    adapter.pump()
+    assert conn.got == [b""] and engine.state is LINGERING
+    engine, adapter, conn, _ = make(Script([[Wait(1.0), Send(b"answer")]]))
+    adapter.receive(b"q")
+    engine.stop()
+    adapter.pump()
+    assert conn.got == [b"q"] and engine.state is OPEN
+    adapter.advance(1.0)
+    assert bytes(adapter.wire) == b"answer" and conn.got == [b"q", b""] and adapter.fin_at == 6
+
+
+def test_stale_timers_do_nothing() -> None:
+    engine, adapter, _, _ = make(Script([[Wait(2.0), Send(b"x")]]))
+    adapter.receive(b"q")
+    adapter.advance(1.0)  # early: nothing
+    assert bytes(adapter.wire) == b"" and engine.deadline == 102.0
+    engine.reset()
+    adapter.advance(5.0)
+    assert bytes(adapter.wire) == b""
+
+
+# -- the preface hook (e.g. a PROXY protocol header) -------------------------------------------
+class Header:
+    """``NAME host port\\n`` then the service's bytes."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+
+    def feed(self, data: bytes):
+        self.buffer += data
+        line, newline, rest = self.buffer.partition(b"\n")
+        if not newline:
+            return None
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != b"NAME":
+            raise ValueError("bad header")
+        return Peer(parts[1].decode(), int(parts[2])), rest
+
+
+def test_a_preface_names_the_peer_before_the_service_starts() -> None:
+    conn = Script([b"hello"])
+    clock, log = Clock(), RecordingLog()
+    engine = Engine(OneService(conn), PEER, log, Limits(request_timeout=5), clock, preface=Header())
+    assert log.clients == [] and engine.request_began == 100.0
+    engine.received(b"NAME 10.1.2.3 ")
+    assert log.clients == [] and conn.got == []
+    adapter = Adapter(engine, clock)
+    adapter.receive(b"999\nhi")
+    assert log.clients == [Peer("10.1.2.3", 999)] and conn.got == [b"hi"] and bytes(adapter.wire) == b"hello"
+    assert engine.request_began == 0.0 and engine.plain
+
+
+def test_a_bad_or_late_preface_closes_the_connection() -> None:
+    clock, log = Clock(), RecordingLog()
+    engine = Engine(OneService(Script()), PEER, log, Limits(request_timeout=5), clock, preface=Header())
+    engine.received(b"HELLO\n")
+    assert engine.state is CLOSED and engine.aborted and "bad header" in log.errors[0]
+    engine = Engine(OneService(Script()), PEER, log, Limits(request_timeout=5), clock, preface=Header())
+    assert engine.sweep(106.0) and engine.aborted and log.clients == []
+
+
+def test_states_are_named() -> None:
+    assert {s.name for s in (OPEN, CLOSING, LINGERING, CLOSED)} == {"OPEN", "CLOSING", "LINGERING", "CLOSED"}
+
+
+# -- Wait.then: the reply made when the wait is over ------------------------------------------------
+def test_a_waits_continuation_answers_when_it_is_over_ahead_of_what_was_queued() -> None:
+    made_at: list[float] = []
+
+    def later() -> bytes:
+        made_at.append(adapter.clock.now)
+        return b"stamped at %.1f;" % adapter.clock.now
+
+    _engine, adapter, _conn, _ = make(Script([[Wait(2.0, then=later), Send(b"after")]]))
+    adapter.receive(b"q")
+    assert made_at == [] and bytes(adapter.wire) == b""
+    adapter.advance(2.0)
+    assert made_at == [102.0]
+    assert bytes(adapter.wire) == b"stamped at 102.0;after"
+
+
+def test_a_continuation_that_fails_ends_the_connection_once() -> None:
+    engine, adapter, _conn, log = make(Script([[Wait(1.0, then=lambda: 1 / 0), Send(b"never")]]))
+    adapter.receive(b"q")
+    adapter.advance(1.0)
+    assert engine.state is CLOSED and engine.aborted and len(log.errors) == 1
+    assert bytes(adapter.wire) == b""
+
+
+def test_input_held_back_is_dropped_when_the_server_stops() -> None:
+    """As the blocking models never read it: the answer in progress finishes, then the goodbye."""
+    engine, adapter, conn, _ = make(Script([[Wait(1.0), Send(b"answer")]]))
+    adapter.receive(b"q")
+    adapter.receive(b"held")
+    engine.stop()
+    adapter.advance(1.0)
+    assert conn.got == [b"q", b""]
+    assert bytes(adapter.wire) == b"answer" and adapter.fin_at == 6
+
+
+def test_the_engine_touches_no_socket_thread_or_clock() -> None:
+    """What makes it testable like this: it imports nothing that does I/O or reads time (the clock is
+    handed in), as services/ does not."""
+    import ast
+    from pathlib import Path
+
+    import sockkit.models.engine as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert not imported & {"socket", "select", "selectors", "asyncio", "threading", "time", "os", "ssl", "signal"}
+    assert imported <= {"__future__", "enum", "collections", "typing", "sockkit"}
