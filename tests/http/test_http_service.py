@@ -296,6 +296,8 @@ def test_put_stores_a_new_file_and_never_overwrites_unless_asked(tree):
     assert (tree / "sub" / "new.bin").read_bytes() == b"fresh bytes"
     again = client.request("PUT", "/hello.txt", body=b"replaced?")
     assert again.status == 409 and (tree / "hello.txt").read_bytes() == b"hello world\n"
+    # HTTP's own way to ask is named, not sockkit put's --force
+    assert b"hello.txt exists on the server; add ?overwrite to the URL" in again.body and b"--force" not in again.body
     assert client.closed  # refused before its body: the connection ends rather than read it
     client = client_for(tree, allow_upload=True)
     assert client.request("PUT", "/hello.txt?overwrite", body=b"replaced").status == 201
@@ -304,7 +306,9 @@ def test_put_stores_a_new_file_and_never_overwrites_unless_asked(tree):
 
 
 def test_put_refusals(tree):
-    assert client_for(tree).request("PUT", "/x", body=b"x").status == 405  # uploads are off
+    off = client_for(tree).request("PUT", "/x", body=b"x")
+    assert off.status == 405 and b"does not accept uploads (start it with --allow-upload)" in off.body
+    assert client_for(tree).request("POST", "/", FORM, b"x").status == 405
     assert client_for(tree, allow_upload=True).request("PUT", "/../escaped", body=b"x").status == 403
     assert client_for(tree, allow_upload=True).request("PUT", "/sub/", body=b"x").status == 405
     assert client_for(tree, allow_upload=True).raw(
@@ -346,7 +350,7 @@ def test_the_form_overwrites_only_when_ticked(tree):
     client = client_for(tree, allow_upload=True)
     body = form_body("----WebKitFormBoundaryX1", "hello.txt", b"new")
     refused = client.request("POST", "/", {**FORM, "Accept": "text/html"}, body)
-    assert refused.status == 409 and b"exists on the server" in refused.body
+    assert refused.status == 409 and b"exists on the server; tick &#x27;replace a file of the same name&#x27;" in refused.body
     assert (tree / "hello.txt").read_bytes() == b"hello world\n"
     client = client_for(tree, allow_upload=True)
     ticked = form_body("----WebKitFormBoundaryX1", "hello.txt", b"new", overwrite=True)

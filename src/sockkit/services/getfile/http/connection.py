@@ -170,8 +170,9 @@ class HttpConnection:
             self._begin_upload(request, actions)
             return
         allowed = ", ".join(self._allowed())
-        answer = error_answer(request, 405, f"{request.method} is not supported here; use {allowed}",
-                              close=request.has_body)
+        why = ("this server does not accept uploads (start it with --allow-upload)" if request.method in ALLOWED_WRITE
+               else f"{request.method} is not supported here; use {allowed}")
+        answer = error_answer(request, 405, why, close=request.has_body)
         answer.headers.append(("Allow", allowed))
         self._send(answer, actions)
 

@@ -200,10 +200,19 @@ def _begin(service, request: Request, transfers: Transfers, rel: str, size: int,
         return service.begin_upload(Put(rel, size, None, overwrite))
     except Refused as refused:
         transfers.end()
-        raise UploadRefused(error_answer(request, status_for(refused.code), refused.message, close=True)) from None
+        message = _exists(rel, request) if refused.code is ErrorCode.EXISTS else refused.message
+        raise UploadRefused(error_answer(request, status_for(refused.code), message, close=True)) from None
     except BaseException:
         transfers.end()
         raise
+
+
+def _exists(rel: str, request: Request) -> str:
+    """The refusal of an upload over an existing file, saying how an HTTP client asks to replace it
+    (Upload's own words name ``sockkit put``'s ``--force``)."""
+    how = ("tick 'replace a file of the same name'" if request.method == "POST"
+           else "add ?overwrite to the URL (or send Overwrite: T)")
+    return f"{rel} exists on the server; {how} to replace it"
 
 
 def _file_part(data: bytes, delimiter: bytes) -> tuple[dict[str, str], str, int] | None:
