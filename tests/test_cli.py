@@ -110,3 +110,15 @@ def test_the_chapter_getfile_refuses_a_port_out_of_range():
     done = subprocess.run([sys.executable, "-m", "sockkit.commands.getfile_chapter", "-file", "x", "-port", "65537"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "65535" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("service", ["echo", "getfile"])
+def test_serve_help_says_what_the_signals_do_and_what_insecure_allows(service):
+    """A new user reads ``sockkit serve SERVICE --help``: SIGHUP's restart and socket activation are
+    there, and --insecure says it is needed with a token too (clear text beyond loopback)."""
+    done = run_cli("serve", service, "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "SIGHUP restart without refusing anyone" in text
+    assert "LISTEN_FDS started with sockets (systemd socket activation" in text
+    assert "--insecure allow listening beyond loopback without TLS, token or not" in text

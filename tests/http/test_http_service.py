@@ -350,7 +350,8 @@ def test_the_form_overwrites_only_when_ticked(tree):
     client = client_for(tree, allow_upload=True)
     body = form_body("----WebKitFormBoundaryX1", "hello.txt", b"new")
     refused = client.request("POST", "/", {**FORM, "Accept": "text/html"}, body)
-    assert refused.status == 409 and b"exists on the server; tick &#x27;replace a file of the same name&#x27;" in refused.body
+    assert refused.status == 409
+    assert b"exists on the server; tick &#x27;replace a file of the same name&#x27;" in refused.body
     assert (tree / "hello.txt").read_bytes() == b"hello world\n"
     client = client_for(tree, allow_upload=True)
     ticked = form_body("----WebKitFormBoundaryX1", "hello.txt", b"new", overwrite=True)

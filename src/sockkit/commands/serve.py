@@ -114,8 +114,20 @@ class _ListServices(argparse.Action):
         parser.exit()
 
 
+#: What a running server does on each signal, and where it may find its sockets (README: "Server models").
+_SIGNALS = """
+signals and sockets:
+  SIGTERM, SIGINT  stop accepting, let requests in flight finish (--drain-timeout), exit 0;
+                   a second signal ends the drain at once
+  SIGHUP           restart without refusing anyone: a new server takes over the same listening
+                   sockets, then this one drains as on SIGTERM (if the new one fails, this one stays)
+  LISTEN_FDS       started with sockets (systemd socket activation, deploy/systemd/), serve those
+                   instead of binding --host/--port"""
+
+
 def _models_epilog() -> str:
-    return "models:\n" + "\n".join(f"  {name:<13} {model.summary}" for name, model in catalog.MODELS.items())
+    models = "\n".join(f"  {name:<13} {model.summary}" for name, model in catalog.MODELS.items())
+    return f"models:\n{models}\n{_SIGNALS}"
 
 
 def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceSpec) -> None:
@@ -154,7 +166,8 @@ def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceS
                         help="with --proxy-protocol: who may send the header, repeatable (default: loopback only); "
                              "a connection from anywhere else is closed at once and logged")
     parser.add_argument("--insecure", action="store_true",
-                        help="allow listening beyond loopback with neither TLS nor a token (prints a warning)")
+                        help="allow listening beyond loopback without TLS, token or not (prints a warning: anyone "
+                             "on the way can read the traffic, and the token with it)")
 
 
 def _cpus(text: str) -> str | frozenset[int]:

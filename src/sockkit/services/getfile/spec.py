@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default=".", metavar="DIR",
                         help="directory whose regular files are served (default: the current directory)")
     parser.add_argument("--allow-upload", action="store_true",
-                        help="accept PUT1 uploads into the root (never overwriting unless the client asks)")
+                        help="accept uploads into the root: sockkit put, HTTP PUT and the listing page's form "
+                             "(never overwriting unless the client asks)")
     parser.add_argument("--max-upload", type=int, default=None, metavar="BYTES",
                         help="largest upload taken, in bytes, by sockkit put and HTTP alike (default: no limit "
                              "but the disk's free space)")
@@ -85,5 +86,6 @@ def build(args: argparse.Namespace) -> GetfileService:
                           max_upload=args.max_upload, throttle=throttle, stalls=stalls)
 
 
-SPEC = ServiceSpec(name="getfile", help="serve files under a root directory (getfile protocol v1 and the chapter's)",
+SPEC = ServiceSpec(name="getfile",
+                   help="serve files under a root directory (getfile protocol v1, the chapter's, and HTTP/1.1)",
                    default_port=DEFAULT_PORT, add_arguments=add_arguments, build=build, default_model=DEFAULT_MODEL)
