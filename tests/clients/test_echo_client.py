@@ -76,3 +76,32 @@ def test_a_reply_that_is_not_an_echo_is_a_clear_error():
     assert done.returncode == 1
     assert "does not start with 'Echo=>'" in done.stderr and "--raw" in done.stderr
     server.join(20)
+
+
+def test_a_lines_server_is_named_early_and_a_slow_one_still_answered(monkeypatch, capsys):
+    """``sockkit echo`` (the chapter's way: no newline) against ``serve echo --lines`` hears nothing, ever:
+    it says so on stderr once the first reply is SILENCE_HINT late (6 s: past the chapter's 5 s sleep),
+    not only at the timeout, and keeps waiting -- a server that is merely slow is still answered and
+    printed, and one that answers at once prompts no hint."""
+    from sockkit import cli
+    from sockkit.clients import echo as echo_client
+    from sockkit.testing import running
+
+    monkeypatch.setattr(echo_client, "SILENCE_HINT", 0.3)
+    with running("echo", "--lines", "--port", "0", "--quiet") as lines:
+        began = time.monotonic()
+        assert cli.main(["echo", f"127.0.0.1:{lines.port}", "spam", "--timeout", "2"]) == 1
+        assert time.monotonic() - began >= 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"sockkit echo: no reply from 127.0.0.1:{lines.port} after 0 s, still waiting (up to 2 s); "
+                   "a server started with --lines answers whole lines only: use sockkit echo --lines",
+                   f"sockkit echo: 127.0.0.1:{lines.port}: no reply within 2 s (a server started with --lines "
+                   "answers whole lines only: use sockkit echo --lines)"]
+    with running("echo", "--delay", "1", "--port", "0", "--quiet") as slow:
+        assert cli.main(["echo", f"127.0.0.1:{slow.port}", "spam", "Spam", "--timeout", "20"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["Client received: 'Echo=>spam'", "Client received: 'Echo=>Spam'"]
+    assert err.count("still waiting") == 1
+    with running("echo", "--port", "0", "--quiet") as quick:
+        assert cli.main(["echo", f"127.0.0.1:{quick.port}", "spam", "--timeout", "20"]) == 0
+    assert capsys.readouterr() == ("Client received: 'Echo=>spam'\n", "")

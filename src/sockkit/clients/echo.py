@@ -14,12 +14,19 @@ Three ways to know where a reply ends, one per server framing (``serve echo``'s 
   chapter's own client, which reads once, would.)
 * ``lines`` -- ``serve echo --lines``: each message is sent as a line, each reply is a line.
 * ``raw`` -- ``serve echo --raw``: the reply is the message's bytes, exactly.
+
+A server started with ``--lines`` never answers a message sent the chapter's way (it waits for a
+newline), and nothing the client could add would stay unseen by the chapter's own servers. So the
+default mode only says so early: ``on_silence`` is called once if the first reply has not begun
+after ``SILENCE_HINT`` seconds -- past the chapter's servers' one 5 s sleep -- and the wait goes on
+to the timeout.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from sockkit.clients.connect import connect
 
@@ -28,6 +35,9 @@ PREFIX = b"Echo=>"
 STAMP_HEAD, STAMP_LENGTH = b" at ", len(b" at ") + len("Sun Jun 18 22:52:52 2000")
 #: Most bytes one reply may hold before we give up on finding its end (no server of ours comes near).
 MAX_REPLY = 1 << 24
+#: Seconds of silence before the first reply after which ``on_silence`` is told (the chapter's servers
+#: sleep 5 s before their first read).
+SILENCE_HINT = 6.0
 
 
 class ReplyError(ConnectionError):
@@ -37,10 +47,12 @@ class ReplyError(ConnectionError):
 class ReplyReader:
     """Reads whole replies from a socket, keeping whatever arrived beyond the current one."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, on_silence: Callable[[float], None] | None = None) -> None:
         self.sock = sock
         self.buffer = bytearray()
         self.ended = False
+        #: Told once, with the seconds waited, if the first read waits past SILENCE_HINT.
+        self.on_silence = on_silence
 
     def line(self) -> bytes:
         while (end := self.buffer.find(b"\n")) < 0:
@@ -88,17 +100,37 @@ class ReplyReader:
             raise ReplyError("server closed the connection before replying in full")
 
     def _more(self) -> None:
-        chunk = self.sock.recv(1 << 16)
+        chunk = self._first_recv() if self.on_silence is not None else self.sock.recv(1 << 16)
         if not chunk:
             self.ended = True
         self.buffer += chunk
 
 
+    def _first_recv(self) -> bytes:
+        """The first read, in two parts: up to SILENCE_HINT, then (having said so) the rest of the timeout."""
+        tell, self.on_silence = self.on_silence, None
+        timeout = self.sock.gettimeout()
+        if timeout is not None and timeout <= SILENCE_HINT:
+            return self.sock.recv(1 << 16)
+        began = time.monotonic()
+        self.sock.settimeout(SILENCE_HINT)
+        try:
+            return self.sock.recv(1 << 16)
+        except TimeoutError:
+            waited = time.monotonic() - began
+            tell(waited)
+            self.sock.settimeout(None if timeout is None else max(timeout - waited, 0.001))
+            return self.sock.recv(1 << 16)
+        finally:
+            self.sock.settimeout(timeout)
+
+
 def exchange(host: str, port: int, messages: Iterable[str], raw: bool = False, lines: bool = False,
-             timeout: float | None = 30.0) -> Iterator[str]:
-    """Send each message and yield the server's reply to it, as text (see the module doc)."""
+             timeout: float | None = 30.0, on_silence: Callable[[float], None] | None = None) -> Iterator[str]:
+    """Send each message and yield the server's reply to it, as text (see the module doc);
+    ``on_silence(seconds)``: see the module doc (the default mode only)."""
     with connect(host, port, timeout) as sock:
-        reader = ReplyReader(sock)
+        reader = ReplyReader(sock, None if raw or lines else on_silence)
         if raw or lines:
             for message in messages:
                 payload = message.encode()

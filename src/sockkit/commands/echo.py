@@ -11,6 +11,8 @@ from sockkit.ports import connect_port
 from sockkit.services.echo import DEFAULT_PORT
 
 DEFAULT_MESSAGE = "Hello network world"
+#: Why the chapter's way may get no answer: the message carries no newline.
+LINES_HINT = "a server started with --lines answers whole lines only: use sockkit echo --lines"
 
 
 def register(subparsers) -> None:
@@ -38,16 +40,21 @@ def run(args) -> int:
         print(f"sockkit echo: {exc}", file=sys.stderr)
         return 2
     messages = args.messages or [DEFAULT_MESSAGE]
+
+    def hint(waited: float) -> None:
+        print(f"sockkit echo: no reply from {host}:{port} after {waited:.0f} s, still waiting (up to "
+              f"{args.timeout:g} s); {LINES_HINT}", file=sys.stderr, flush=True)
+
     try:
-        for reply in exchange(host, port, messages, raw=args.raw, lines=args.lines, timeout=args.timeout):
+        for reply in exchange(host, port, messages, raw=args.raw, lines=args.lines, timeout=args.timeout,
+                              on_silence=hint):
             print("Client received:", repr(reply), flush=True)
     except ConnectFailed as exc:
         print(f"sockkit echo: {exc}", file=sys.stderr)
         return 1
     except TimeoutError:
-        hint = "" if args.lines or args.raw else \
-            " (a server started with --lines answers whole lines only: use --lines)"
-        print(f"sockkit echo: {host}:{port}: no reply within {args.timeout:g} s{hint}", file=sys.stderr)
+        why = "" if args.lines or args.raw else f" ({LINES_HINT})"
+        print(f"sockkit echo: {host}:{port}: no reply within {args.timeout:g} s{why}", file=sys.stderr)
         return 1
     except (ReplyError, OSError, ValueError) as exc:
         print(f"sockkit echo: {host}:{port}: {exc}", file=sys.stderr)
