@@ -226,3 +226,13 @@ def test_open_loop_churn_opens_a_connection_per_request(raw_port: int) -> None:
     stats = result.stats
     assert stats.failures == 0
     assert 150 <= stats.requests <= 210 and stats.connects == stats.requests
+
+
+def test_wrong_replies_say_which_server_the_mode_expects() -> None:
+    """README's ``sockkit load ... --raw`` against the default ``serve echo`` (the chapter's Echo=> replies):
+    nothing but wrong replies, and the table says which server --raw expects."""
+    with running("echo", "--port", "0", "--quiet") as server:
+        out = subprocess.run(sockkit_command("load", f"127.0.0.1:{server.port}", "--raw", "-d", "0.3", "-c", "1"),
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "  note: --raw expects a byte-exact echo (sockkit serve echo --raw)" in out.stdout, out.stdout

@@ -79,7 +79,17 @@ def table(result: LoadResult) -> str:
     ]
     if doc["cut_by_time_limit"]:
         lines.append("  note: the run hit its wall-clock cap and was cut short")
+    if doc["wrong_replies"]:
+        lines.append(f"  note: {WRONG_REPLIES[doc['mode']]}")
     return "\n".join(lines)
+
+
+#: Why replies come back wrong, most often: the server speaks another framing than the one loaded.
+WRONG_REPLIES = {
+    "raw": "--raw expects a byte-exact echo (sockkit serve echo --raw); the default serve echo adds 'Echo=>'",
+    "line": "line mode expects one 'Echo=>...' line per line sent (sockkit serve echo --lines); the default "
+            "serve echo answers each chunk it reads, as the chapter's server does, so long lines come back cut",
+}
 
 
 class ProgressLine:
