@@ -96,15 +96,18 @@ def _told_busy(socks: list[socket.socket], wait: float = 0.5) -> list[socket.soc
 
 
 #: Allocator slack a server may keep after the attack: glibc keeps up to 4 MiB of freed heap per
-#: arena (``procs.TRIM_THRESHOLD_BYTES``; a thread model has up to 16 arenas here), and a forked
-#: child that held a long line keeps its own.
+#: arena at its top (``procs.TRIM_THRESHOLD_BYTES``), and a forked child that held a long line keeps
+#: its own. A thread per connection (``thread``, ``socketserver``) spreads 256 clients' buffers over
+#: up to 16 arenas, whose freed heap stays fragmented below their tops: 62-110 MiB measured run to
+#: run here (issue 16's code: 271-549 MiB, ~1 MiB per client), so those two get twice the slack.
 SLACK_MIB = 64
+THREAD_SLACK_MIB = 128
 
 
 @scenario("line-memory", "256 clients (long: 1,024) each send an unfinished line just under 1 MiB (--lines, "
           "--line-memory 8 MiB): the server's memory, less what the connections still open cost idle, is at most "
-          "256 x 64 KiB + 8 MiB (+64 MiB allocator slack; before: ~1 MiB per client); those past the pool are "
-          "told 'server busy' and closed; a canary is answered", MODELS)
+          "256 x 64 KiB + 8 MiB (+64 MiB allocator slack, 128 with a thread per client; before: ~1 MiB per "
+          "client); those past the pool are told 'server busy' and closed; a canary is answered", MODELS)
 def line_memory(model: str, scale: Scale) -> Row:
     if model in ("sequential", "pool"):
         return skip("line-memory", model, "serves one client (sequential) or --workers clients (pool) at a time")
@@ -139,7 +142,8 @@ def line_memory(model: str, scale: Scale) -> Row:
     # (a thread, or under fork a whole process, per connection; the refused ones' are gone).
     growth = after - empty - per_connection * (clients - busy)
     bound = (clients * 64 / 1024) + (pool >> 20)
-    ok = drained and growth < bound + SLACK_MIB and busy > 0 and answered
+    slack = THREAD_SLACK_MIB if model in ("thread", "socketserver") else SLACK_MIB
+    ok = drained and growth < bound + slack and busy > 0 and answered
     return Row("line-memory", model, f"{clients} lines of ~1 MiB: the server kept {growth:.0f} MiB for them (bound "
-                                     f"{bound:.0f} + {SLACK_MIB} MiB), {busy} told busy, canary answered {answered}",
+                                     f"{bound:.0f} + {slack} MiB), {busy} told busy, canary answered {answered}",
                ok)
