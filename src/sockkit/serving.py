@@ -97,6 +97,7 @@ def plan(service: Service, *, model: str | None = None, host: str = "127.0.0.1",
     if unknown:
         raise TypeError(f"unknown limit {', '.join(unknown)}; the limits are {', '.join(LIMIT_FIELDS)}")
     settings = {LIMIT_FIELDS[name]: value for name, value in limits.items() if value is not None}
+    check_limits(limits)
     configured = catalog.MODELS[name].configured(fork=bool(settings.get("fork")))
     tls = tls_context(tls_cert, tls_key, configured)
     refused = catalog.refusal(service, configured, tls=tls is not None)
@@ -127,6 +128,23 @@ def plan(service: Service, *, model: str | None = None, host: str = "127.0.0.1",
     ports = [parse_port(number, listen=True) for number in ([port] if isinstance(port, int) else port)]
     return Plan(service, configured, host, ports or [0], Limits(tls=tls, **settings), quiet, chosen_cpus, cpus,
                 inherited, trusted)
+
+
+#: The least each limit may be, and why (``--max-connections 0`` would turn every client away, a zero
+#: deadline would close every connection at once); NaN fails every comparison, so it is refused too.
+_LEAST = {"idle_timeout": (0.0, False), "request_timeout": (0.0, False), "drain_timeout": (0.0, True),
+          "max_connections": (1, True), "workers": (1, True)}
+
+
+def check_limits(limits: dict[str, Any]) -> None:
+    """ValueError naming the option, for a limit that would make the server useless."""
+    for name, (least, inclusive) in _LEAST.items():
+        value = limits.get(name)
+        if value is None or (value >= least if inclusive else value > least):
+            continue
+        option = "--" + name.replace("_", "-")
+        bound = f"at least {least:g}" if inclusive else f"more than {least:g}"
+        raise ValueError(f"{option} must be {bound}, not {value!r}")
 
 
 def proxies(proxy_protocol: bool, trusted_proxies: Iterable[str] | None, tls: bool) -> TrustedProxies | None:

@@ -204,6 +204,21 @@ def test_background_raises_refusals_and_bind_errors_before_forking():
     with pytest.raises(ValueError, match="port '65537' is out of range"), \
             sockkit.background(ShoutService(), port=65537):
         pass
+    # A limit that would make the server useless (every client busy, every connection closed at once).
+    with pytest.raises(ValueError, match="--max-connections must be at least 1, not 0"), \
+            sockkit.background(ShoutService(), max_connections=0):
+        pass
+    with pytest.raises(ValueError, match="--idle-timeout must be more than 0"), \
+            sockkit.background(ShoutService(), idle_timeout=0):
+        pass
+
+
+@pytest.mark.parametrize("option", ["--max-connections", "--workers", "--idle-timeout", "--request-timeout"])
+def test_a_useless_limit_is_a_usage_error(option):
+    """``--max-connections 0`` (read as "no limit"?) served nobody: every client was told busy."""
+    done = subprocess.run(sockkit_command("serve", "echo", option, "0", "--port", "0"),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and f"sockkit: {option} must be" in done.stderr, done.stderr
 
 
 def test_serve_list_and_help_show_installed_services(tmp_path):
