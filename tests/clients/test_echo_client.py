@@ -105,3 +105,23 @@ def test_a_lines_server_is_named_early_and_a_slow_one_still_answered(monkeypatch
     with running("echo", "--port", "0", "--quiet") as quick:
         assert cli.main(["echo", f"127.0.0.1:{quick.port}", "spam", "--timeout", "20"]) == 0
     assert capsys.readouterr() == ("Client received: 'Echo=>spam'\n", "")
+
+
+@pytest.mark.parametrize("framing", [[], ["--lines"]], ids=["chapter", "lines"])
+def test_a_busy_server_is_said_once_not_as_an_errno(framing):
+    """Past ``--max-connections`` the server answers its busy line and closes: ``sockkit echo`` prints that
+    reply, says the server is busy, exits 1 -- not ``[Errno 107] Transport endpoint is not connected`` (one
+    message) or a reset that lost the reply (several)."""
+    from sockkit.testing import running
+
+    with running("echo", *framing, "--max-connections", "1", "--port", "0", "--quiet") as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as holder:
+        holder.sendall(b"x\n")
+        assert holder.recv(100).startswith(b"Echo=>x")  # the one slot is taken
+        for messages in (["spam"], ["spam", "Spam", "SPAM"]):
+            done = subprocess.run(sockkit_command("echo", f"127.0.0.1:{server.port}", *messages, *framing),
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 1
+            assert done.stdout.startswith("Client received: 'Echo=>server busy, try again later"), done.stdout
+            assert done.stderr == (f"sockkit echo: 127.0.0.1:{server.port}: the server is busy (past its "
+                                   "--max-connections); try again later\n")

@@ -24,11 +24,13 @@ to the timeout.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 
 from sockkit.clients.connect import connect
+from sockkit.services.echo import BUSY
 
 PREFIX = b"Echo=>"
 #: `` at `` + ``time.ctime()``: what the chapter's stamped servers (and ``serve echo --stamp``) add.
@@ -137,7 +139,7 @@ def exchange(host: str, port: int, messages: Iterable[str], raw: bool = False, l
                 sock.sendall(payload if raw else payload + b"\n")
                 reply = reader.exactly(len(payload)) if raw else reader.line().rstrip(b"\r")
                 yield reply.decode(errors="backslashreplace")
-            sock.shutdown(socket.SHUT_WR)
+            _done_sending(sock)
             return
         yield from _chunk_replies(sock, reader, messages)
 
@@ -149,6 +151,8 @@ def _chunk_replies(sock: socket.socket, reader: ReplyReader, messages: Iterable[
     shortest = 0  # the least length of the reply not yet yielded (0: none is waiting)
     stamped = False  # the replies so far ended in `` at <time>``
     for payload in payloads:
+        if shortest and reader.buffer == BUSY:
+            break  # turned away (--max-connections): the server closes; a next message would meet a reset
         sock.sendall(payload)
         start = reader.echo_of(payload, shortest)
         if shortest:
@@ -158,4 +162,11 @@ def _chunk_replies(sock: socket.socket, reader: ReplyReader, messages: Iterable[
         shortest = len(PREFIX) + len(payload)
     if shortest:
         yield reader.last(shortest, stamped).decode(errors="backslashreplace")
-    sock.shutdown(socket.SHUT_WR)
+    _done_sending(sock)
+
+
+def _done_sending(sock: socket.socket) -> None:
+    """Half-close, as the chapter's client's close does; a server that closed first (a busy one) is
+    no error: every reply is in already."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)

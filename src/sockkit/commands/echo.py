@@ -8,9 +8,11 @@ from sockkit.clients.connect import ConnectFailed
 from sockkit.clients.echo import ReplyError, exchange
 from sockkit.net import split_host_port
 from sockkit.ports import connect_port
-from sockkit.services.echo import DEFAULT_PORT
+from sockkit.services.echo import BUSY, DEFAULT_PORT
 
 DEFAULT_MESSAGE = "Hello network world"
+#: The reply of a sockkit echo server past its --max-connections (a line's without its newline).
+BUSY_TEXT = BUSY.decode().rstrip("\n")
 #: Why the chapter's way may get no answer: the message carries no newline.
 LINES_HINT = "a server started with --lines answers whole lines only: use sockkit echo --lines"
 
@@ -49,6 +51,10 @@ def run(args) -> int:
         for reply in exchange(host, port, messages, raw=args.raw, lines=args.lines, timeout=args.timeout,
                               on_silence=hint):
             print("Client received:", repr(reply), flush=True)
+            if reply.rstrip("\n") == BUSY_TEXT:
+                print(f"sockkit echo: {host}:{port}: the server is busy (past its --max-connections); try again "
+                      "later", file=sys.stderr)
+                return 1
     except ConnectFailed as exc:
         print(f"sockkit echo: {exc}", file=sys.stderr)
         return 1

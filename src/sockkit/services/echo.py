@@ -25,6 +25,8 @@ from sockkit.services.line_memory import LineMemoryFull, LinePool
 from sockkit.services.lines import LineBuffer, LineTooLong
 
 PREFIX = b"Echo=>"
+#: What a client past --max-connections is told before the server closes (not under --raw: no prefix).
+BUSY = PREFIX + b"server busy, try again later\n"
 DEFAULT_PORT = 50007
 #: Longest line mode accepts; far above any message a person types, small enough that a client
 #: sending no newline cannot grow the server by more than this.
@@ -56,7 +58,7 @@ class EchoService:
         return LineEcho(self) if self.lines else ChunkEcho(self)
 
     def busy_reply(self) -> bytes:
-        return b"" if self.raw else PREFIX + b"server busy, try again later\n"
+        return b"" if self.raw else BUSY
 
     def opening(self) -> list[Action]:
         """What every connection does first: the chapter's one wait, if any."""
