@@ -43,15 +43,16 @@ def _paced_cpu(port: int, server, pieces: int, piece: bytes, pause: float = 0.00
 
 
 @scenario("trickled-line", "a line just under 1 MiB trickled in 100-byte writes costs the server per write no "
-          "more than twice what 100-byte lines, each answered, cost per line (a buffer re-scanning its whole tail on "
-          "every piece: ~3-4x; issue 16: 420x the CPU of the line sent at once)", MODELS)
+          "more than three times what 100-byte lines, each answered, cost per line (0.6-2.0x measured, 2.0 under a "
+          "loaded make test; a buffer re-scanning its whole tail on every piece: 4.9-19.9x; issue 16: 420x the CPU "
+          "of the line sent at once)", MODELS)
 def trickled_line(model: str, scale: Scale) -> Row:
     with serve(model, *LINE_MODE) as server:
         lines = _paced_cpu(server.port, server, 10_480, b"l" * 99 + b"\n")
         trickled = _paced_cpu(server.port, server, 10_480, b"t" * 100)
     ratio = trickled / max(lines, 1e-6)
     return Row("trickled-line", model, f"server CPU per 100-byte write: {trickled * 1e6:.0f} us into one ~1 MiB "
-                                       f"line, {lines * 1e6:.0f} us as whole answered lines: {ratio:.1f}x", ratio < 2)
+                                       f"line, {lines * 1e6:.0f} us as whole answered lines: {ratio:.1f}x", ratio < 3)
 
 
 def _unread(port: int) -> int:
