@@ -122,3 +122,20 @@ def test_serve_help_says_what_the_signals_do_and_what_insecure_allows(service):
     assert "SIGHUP restart without refusing anyone" in text
     assert "LISTEN_FDS started with sockets (systemd socket activation" in text
     assert "--insecure allow listening beyond loopback without TLS, token or not" in text
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["getfile", "--root", "/nonexistent-qa"],
+     "sockkit: cannot serve --root /nonexistent-qa: no such file or directory"),
+    (["getfile", "--root", __file__], f"sockkit: cannot serve --root {__file__}: not a directory"),
+    (["echo", "--tls-cert", "/nope.pem", "--tls-key", "/nope.key"],
+     "sockkit: cannot load TLS certificate /nope.pem / key /nope.key: no such file or directory"),
+    (["echo", "--tls-cert", __file__, "--tls-key", __file__],
+     f"sockkit: cannot load TLS certificate {__file__} / key {__file__}: not a PEM certificate chain and its "
+     "private key"),
+])
+def test_serve_names_the_path_it_cannot_use(args, said):
+    """One line naming the option's path and what is wrong (was '[Errno 2] No such file or directory' for
+    the certificate, or the errno repr for --root)."""
+    done = run_cli("serve", *args, "--port", "0")
+    assert done.returncode == 2 and done.stderr.startswith(said), done.stderr

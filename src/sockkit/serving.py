@@ -68,7 +68,9 @@ def tls_context(cert: str | None, key: str | None, model: catalog.Model) -> ssl.
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot load TLS certificate/key: {exc}") from None
+        why = (f"not a PEM certificate chain and its private key ({exc.reason or exc})" if isinstance(exc, ssl.SSLError)
+               else (exc.strerror or str(exc)).lower())
+        raise ValueError(f"cannot load TLS certificate {cert} / key {key}: {why}") from None
     return context
 
 

@@ -59,7 +59,10 @@ def build(args: argparse.Namespace) -> GetfileService:
     if args.upload_stall < 1:
         raise ValueError("--upload-stall must be 1 second or more")
     args.token = token  # serve's exposure rule reads args.token
-    root = ServedRoot(args.root)
+    try:
+        root = ServedRoot(args.root)
+    except OSError as exc:  # missing, not a directory, not readable: say which, as a usage error
+        raise ValueError(f"cannot serve --root {args.root}: {exc.strerror.lower()}") from None
     log = Log(quiet=args.quiet)
     slots = make_slots(args.max_transfers)
     if isinstance(slots, LocalSlots):
