@@ -139,3 +139,15 @@ def test_serve_names_the_path_it_cannot_use(args, said):
     the certificate, or the errno repr for --root)."""
     done = run_cli("serve", *args, "--port", "0")
     assert done.returncode == 2 and done.stderr.startswith(said), done.stderr
+
+
+def test_byte_options_take_sizes_as_the_proxy_does():
+    """``--line-memory 64MiB`` (as its help speaks of it) was 'invalid int value'; every BYTES option now
+    reads sizes the way ``sockkit proxy``'s do (binary multiples), and refuses nonsense as a usage error."""
+    parser = cli.build_parser("serve")
+    args = parser.parse_args(["serve", "echo", "--lines", "--max-line", "64k", "--line-memory", "64MiB"])
+    assert (args.max_line, args.line_memory) == (64 << 10, 64 << 20)
+    assert parser.parse_args(["serve", "getfile", "--max-upload", "1.5G"]).max_upload == 3 << 29
+    assert parser.parse_args(["serve", "getfile", "--max-upload", "1000"]).max_upload == 1000
+    done = run_cli("serve", "echo", "--line-memory", "lots")
+    assert done.returncode == 2 and "argument --line-memory: 'lots' is not a size" in done.stderr

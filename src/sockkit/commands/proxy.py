@@ -20,32 +20,25 @@ from sockkit.net import BindError, is_loopback, split_host_port
 from sockkit.ports import parse_port
 from sockkit.proxy.faults import Faults, ProxyFaults
 from sockkit.proxy.relay import DEFAULT_IDLE_SECONDS, FaultProxy, LoopError
+from sockkit.sizes import parse_size, shown
 
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$", re.IGNORECASE)
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
-_MULTIPLIERS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-#: Largest size or rate a flag takes (1 TiB). Past it a number is a typo, and the arithmetic is done
-#: in Decimal so that no number, however long, overflows a float on the way to this message.
-MAX_SIZE = 1 << 40
-#: Longest duration a flag takes (a day), for the same reasons.
+#: Longest duration a flag takes (a day). Past it a number is a typo; the arithmetic is done in
+#: Decimal so that no number, however long, overflows a float on the way to this message.
 MAX_SECONDS = 86400
-
-
-def _shown(text: str) -> str:
-    return repr(text) if len(text) <= 24 else repr(text[:20] + "...")
 
 
 def parse_duration(text: str) -> float:
     """``50``, ``50ms`` -> 0.05 s; ``1.5s`` -> 1.5 s (a bare number is milliseconds); at most a day."""
     match = _DURATION.match(text)
     if not match:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a duration: try 50, 50ms or 1.5s")
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a duration: try 50, 50ms or 1.5s")
     value = Decimal(match.group(1))
     seconds = value if (match.group(2) or "ms").lower() == "s" else value / 1000
     if seconds > MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is too long a duration (at most {MAX_SECONDS} s)")
+        raise argparse.ArgumentTypeError(f"{shown(text)} is too long a duration (at most {MAX_SECONDS} s)")
     return float(seconds)
 
 
@@ -56,19 +49,8 @@ def parse_seconds(text: str) -> float:
     except ValueError:
         value = math.nan
     if not 0 < value <= MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number of seconds from 0 to {MAX_SECONDS}")
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a number of seconds from 0 to {MAX_SECONDS}")
     return value
-
-
-def parse_size(text: str) -> int:
-    """``100`` -> 100 bytes; ``512k``, ``1M``, ``1MiB``, ``2g`` (binary multiples, 1k = 1024); at most 1 TiB."""
-    match = _SIZE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a size: try 100, 512k or 1M")
-    size = Decimal(match.group(1)) * _MULTIPLIERS[match.group(2).lower()]
-    if size > MAX_SIZE:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is too large (at most 1 TiB)")
-    return int(size)
 
 
 def parse_probability(text: str) -> float:

@@ -11,6 +11,7 @@ from sockkit import ofd
 from sockkit.catalog import ServiceSpec
 from sockkit.services.echo import DEFAULT_PORT, MAX_LINE, EchoService
 from sockkit.services.line_memory import DEFAULT_LINE_MEMORY, LinePool, LocalUnits, units_for
+from sockkit.sizes import parse_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "its first read (other clients never wait)")
     parser.add_argument("--delay-each", type=float, default=0.0, metavar="SECONDS",
                         help="wait this long before every reply instead (each chunk, or each line with --lines)")
-    parser.add_argument("--max-line", type=int, default=MAX_LINE, metavar="BYTES",
-                        help=f"longest line accepted with --lines (default {MAX_LINE})")
-    parser.add_argument("--line-memory", type=int, default=DEFAULT_LINE_MEMORY, metavar="BYTES",
+    parser.add_argument("--max-line", type=parse_size, default=MAX_LINE, metavar="BYTES",
+                        help=f"longest line taken with --lines, in bytes or 512k, 2M ... (default {MAX_LINE >> 20}M)")
+    parser.add_argument("--line-memory", type=parse_size, default=DEFAULT_LINE_MEMORY, metavar="BYTES",
                         help="with --lines: bytes all unfinished lines may hold together beyond each connection's "
                              f"first 64 KiB, server-wide, every model (default {DEFAULT_LINE_MEMORY >> 20} MiB; "
                              "0: no server-wide bound)")

@@ -22,6 +22,7 @@ from sockkit.services.getfile.slots import LocalSlots, make_slots
 from sockkit.services.getfile.stalls import DEFAULT_STALL, Stalls
 from sockkit.services.getfile.stalls import RECORD_SIZE as STALL_RECORD
 from sockkit.services.getfile.throttle import RECORD_SIZE, SETS, Throttle
+from sockkit.sizes import parse_size
 
 TOKEN_ENV = "SOCKKIT_TOKEN"
 #: Chosen by measurement (docs/getfile-server.md): a thread per client matches the event loops'
@@ -37,9 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-upload", action="store_true",
                         help="accept uploads into the root: sockkit put, HTTP PUT and the listing page's form "
                              "(never overwriting unless the client asks)")
-    parser.add_argument("--max-upload", type=int, default=None, metavar="BYTES",
-                        help="largest upload taken, in bytes, by sockkit put and HTTP alike (default: no limit "
-                             "but the disk's free space)")
+    parser.add_argument("--max-upload", type=parse_size, default=None, metavar="BYTES",
+                        help="largest upload taken, in bytes or 500M, 2G ..., by sockkit put and HTTP alike "
+                             "(default: no limit but the disk's free space)")
     parser.add_argument("--upload-stall", type=float, default=DEFAULT_STALL, metavar="SECONDS",
                         help="an upload whose client sends nothing for this long gives its disk space back (and is "
                              f"refused) when another upload needs room, in every model (default {DEFAULT_STALL:g})")
