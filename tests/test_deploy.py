@@ -57,18 +57,13 @@ def unit_setting(unit: str, key: str) -> str:
     return re.search(rf"^{key}=(.*)$", text, re.MULTILINE).group(1)
 
 
-def test_the_service_units_command_serves_on_the_socket_units_address(tmp_path):
+def test_the_service_units_command_serves_on_the_socket_units_address(tmp_path, socket_activate):
     """What systemd would do with the two units: ``systemd-socket-activate`` listens where the socket
     unit says (0.0.0.0:50001) and runs the service unit's ExecStart, word for word but for the paths,
     with the token its EnvironmentFile would set. The server must start (beyond loopback in clear
     text it refuses unless told: behind HAProxy with the PROXY protocol, TLS is not an option yet),
     and answer a client that HAProxy (the trusted proxy) names in a PROXY header."""
-    tool = shutil.which("systemd-socket-activate")
-    if tool is None:
-        pytest.skip("systemd-socket-activate is not installed (Debian package systemd)")
-    reason = netlab.unavailable()
-    if reason:
-        pytest.skip(reason)
+    tool = socket_activate
     (tmp_path / "notes.txt").write_bytes(b"shared notes\n")
     argv = shlex.split(unit_setting("sockkit-getfile.service", "ExecStart"))
     assert argv[:1] == ["/opt/sockkit/.venv/bin/sockkit"] and "/srv/shared" in argv

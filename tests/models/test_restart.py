@@ -5,7 +5,6 @@ the old one drains, under every model; socket activation (LISTEN_FDS) by systemd
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -118,16 +117,11 @@ def test_listen_fds_that_are_not_listening_sockets_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("model", ALL_MODELS)
-def test_socket_activation_by_systemd_socket_activate(model):
+def test_socket_activation_by_systemd_socket_activate(model, socket_activate):
     """systemd's own ``systemd-socket-activate`` binds 127.0.0.1:50007 and [::1]:50008 and starts the
     server with LISTEN_FDS=2: it serves both, logs the clients, and stops on SIGTERM. Fixed ports,
     so inside a private network namespace."""
-    tool = shutil.which("systemd-socket-activate")
-    if tool is None:
-        pytest.skip("systemd-socket-activate is not installed (Debian package systemd)")
-    reason = netlab.unavailable()
-    if reason:
-        pytest.skip(reason)
+    tool = socket_activate
     with netlab.Lab() as lab, lab.inside(lab.front):
         process = subprocess.Popen([tool, "-l", "127.0.0.1:50007", "-l", "[::1]:50008", "--", sys.executable, "-m",
                                     "sockkit", "serve", "echo", "--model", model, "--workers", "2"],
