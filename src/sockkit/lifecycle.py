@@ -43,6 +43,7 @@ class Log:
         self.quiet = quiet
         self.stream = stream or sys.stdout
         self._lock = threading.Lock()
+        self._refusals: RefusalLog | None = None
 
     def line(self, text: str) -> None:
         if self.quiet:
@@ -59,6 +60,36 @@ class Log:
         with self._lock:
             sys.stderr.write(f"sockkit: {printable(text)}\n")
             sys.stderr.flush()
+
+    def refused(self, text: str) -> None:
+        """A connection closed before its service started (an untrusted peer, a bad or missing PROXY
+        header): at most one line a second, so a flood of bad connections cannot flood the log."""
+        if self._refusals is None:
+            self._refusals = RefusalLog(self, time.monotonic)
+        self._refusals(text)
+
+
+#: Refusals are logged at most once per this many seconds; the line after a quiet spell counts the rest.
+REFUSAL_LOG_SECONDS = 1.0
+
+
+class RefusalLog:
+    """Refusal lines, at most one a second (as accept errors are), with the count of those not shown."""
+
+    def __init__(self, log, clock: Callable[[], float]) -> None:
+        self.log = log
+        self.clock = clock
+        self.last = float("-inf")
+        self.suppressed = 0
+
+    def __call__(self, text: str) -> None:
+        now = self.clock()
+        if now - self.last < REFUSAL_LOG_SECONDS:
+            self.suppressed += 1
+            return
+        more = f" ({self.suppressed} more refused since the last line)" if self.suppressed else ""
+        self.last, self.suppressed = now, 0
+        self.log.error(text + more)
 
 
 def peer_of(address) -> Peer:

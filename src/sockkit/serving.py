@@ -13,7 +13,6 @@ import socket
 import ssl
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from sockkit.lifecycle import Log, Reload, StopSignal
 from sockkit.models.settings import Limits, Server
 from sockkit.net import address_text, is_loopback, open_listeners
 from sockkit.ports import parse_port
-from sockkit.preface import HeaderLog, ProxiedService, TrustedProxies
+from sockkit.preface import TrustedProxies, preface_factory
 from sockkit.procs import keep_receive_buffers_on_heap
 from sockkit.services.actions import Service
 
@@ -187,10 +186,9 @@ def run(chosen: Plan, listeners: list[socket.socket], *, reload_argv: list[str] 
     if reload_argv is not None:
         Reload(reload_argv, listeners, stop).install()
     log = Log(quiet=chosen.quiet)
-    service = chosen.service
+    preface = None
     if chosen.trusted is not None:
-        service = ProxiedService(service, chosen.trusted, log, time.monotonic)
-        log = HeaderLog(quiet=chosen.quiet)  # the model's line would name the balancer; the header's names the client
+        preface = preface_factory(chosen.trusted)  # the engine's preface: the header names the client
         print(f"sockkit: every connection must start with a PROXY header, from {chosen.trusted.describe()} only",
               flush=True)
     for listener in listeners:
@@ -203,6 +201,6 @@ def run(chosen: Plan, listeners: list[socket.socket], *, reload_argv: list[str] 
     if announce:
         activation.take_over()
     try:
-        chosen.model.run(Server(service, listeners, chosen.limits, log, stop))
+        chosen.model.run(Server(chosen.service, listeners, chosen.limits, log, stop, preface=preface))
     finally:
         stop.close()

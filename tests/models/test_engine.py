@@ -44,6 +44,9 @@ class RecordingLog:
     def error(self, text: str) -> None:
         self.errors.append(text)
 
+    def refused(self, text: str) -> None:
+        self.errors.append(text)
+
 
 class TrackedFile(io.BytesIO):
     """An in-memory file that remembers it was closed (SendFile hands ownership to the engine)."""
@@ -562,9 +565,45 @@ def test_a_bad_or_late_preface_closes_the_connection() -> None:
     clock, log = Clock(), RecordingLog()
     engine = Engine(OneService(Script()), PEER, log, Limits(request_timeout=5), clock, preface=Header())
     engine.received(b"HELLO\n")
-    assert engine.state is CLOSED and engine.aborted and "bad header" in log.errors[0]
+    assert engine.state is CLOSING and engine.wants_shutdown and "bad header" in log.errors[0]
+    engine.shut(True)
+    engine.received(b"more")  # dropped in the linger, never the service's
+    assert engine.state is LINGERING and engine.conn is None and log.clients == []
     engine = Engine(OneService(Script()), PEER, log, Limits(request_timeout=5), clock, preface=Header())
     assert engine.sweep(106.0) and engine.aborted and log.clients == []
+
+
+def test_every_early_end_of_a_preface_is_logged() -> None:
+    """Its close, a reset, the request deadline (blocking models: a kernel timeout, a reset), the stop."""
+    for end, said in [(lambda e, c: e.received(b""), "it closed before a complete header"),
+                      (lambda e, c: e.reset(), "reset or timed out before a complete header"),
+                      (lambda e, c: (setattr(c, "now", 106.0), e.reset()), "within the request deadline (5 s)"),
+                      (lambda e, c: e.sweep(106.0), "within the request deadline (5 s)")]:
+        clock, log = Clock(), RecordingLog()
+        engine = Engine(OneService(Script()), PEER, log, Limits(request_timeout=5), clock, preface=Header())
+        engine.received(b"NAME 10.1")
+        end(engine, clock)
+        assert engine.state is CLOSED and engine.aborted and log.clients == []
+        assert len(log.errors) == 1 and said in log.errors[0] and "from 127.0.0.1" in log.errors[0], log.errors
+
+
+def test_a_preface_factory_refuses_a_peer_before_a_byte_is_read() -> None:
+    from sockkit.models.engine import open_engine
+    from sockkit.models.settings import Server
+
+    def make(peer: Peer) -> Header:
+        if peer.host != "10.0.0.1":
+            raise ValueError(f"{peer.host} may not send headers")
+        return Header()
+
+    log = RecordingLog()
+    server = Server(OneService(Script()), [], Limits(), log, None, preface=make)
+    refused = open_engine(server, PEER, Clock())
+    assert refused.state is CLOSING and refused.wants_shutdown and refused.conn is None
+    assert log.errors == ["127.0.0.1 may not send headers; closed"] and log.clients == []
+    trusted = open_engine(server, Peer("10.0.0.1", 5), Clock())
+    trusted.received(b"NAME 192.0.2.1 7\n")
+    assert log.clients == [Peer("192.0.2.1", 7)]
 
 
 def test_states_are_named() -> None:

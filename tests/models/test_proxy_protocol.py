@@ -5,6 +5,7 @@ the header's client; ``sockkit proxy --send-proxy-v2`` in front gives the real c
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -74,6 +75,32 @@ def test_no_header_a_bad_one_or_an_untrusted_peer_is_closed_and_logged(model):
             process.terminate()
             _, err = process.communicate(timeout=30)
         assert said in err, err
+
+
+def test_a_header_not_whole_within_the_request_deadline_is_closed_and_logged(model):
+    """Counted from accept: a balancer (or anyone trusted) that stalls mid-header holds a connection
+    for the request deadline, no longer; the server says so and goes on."""
+    command = sockkit_command("serve", "echo", "--model", model, "--port", "0", "--proxy-protocol", "--workers", "2",
+                              "--request-timeout", "0.5")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while "listening on" not in line:
+            line = process.stdout.readline()
+        port = int(line.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            began = time.monotonic()
+            sock.sendall(b"PROXY TCP4 192.0.2.7 ")
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(100) == b""
+            took = time.monotonic() - began
+        assert 0.4 <= took < 5, took
+        assert exchange(port, format_v2(CLIENT_A, FRONT)) == b"Echo=>hi\n"
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert ("PROXY protocol connection from 127.0.0.1: no complete header within the request deadline (0.5 s); "
+            "closed") in err, err
 
 
 def test_proxy_protocol_with_tls_is_refused_clearly(certificate):

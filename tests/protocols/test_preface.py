@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from sockkit.lifecycle import RefusalLog
 from sockkit.preface import NotTrusted, ProxyPreface, TrustedProxies, parse_network, preface_factory
 from sockkit.protocols.proxy_header import Endpoint, format_v1, format_v2
 from sockkit.services.actions import Peer
@@ -51,8 +52,6 @@ def test_no_header_or_a_bad_one_is_refused():
 
 def test_refusals_are_logged_at_most_once_a_second():
     """A flood of bad connections costs one log line a second, the next one counting the rest."""
-    from sockkit.preface import RefusalLog
-
     class Lines:
         said: list[str] = []
 

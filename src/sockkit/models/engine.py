@@ -45,7 +45,10 @@ Rules kept here, each in one place:
    goodbye); one in the middle of an answer finishes that answer first.
 7. Before the service starts, an optional *preface* (e.g. a PROXY protocol header) consumes the
    first bytes and names the real peer; the log line, the service's ``connect`` and the request
-   deadline (counted from accept) all wait for it.
+   deadline (counted from accept) all wait for it. ``Server.preface`` makes one per connection from
+   the accepted TCP peer (a ValueError refuses that peer before a byte is read). A connection that
+   is refused, or ends without a whole preface (its close, a reset, the request deadline, the
+   server stopping), is closed and logged (``Log.refused``: at most a line a second).
 """
 
 from __future__ import annotations
@@ -95,9 +98,30 @@ def client_name(peer: Peer) -> str:
 
 
 def open_engine(server: Server, peer: Peer, clock: Callable[[], float]) -> Engine:
-    """The engine of a client just accepted by ``server`` (with the server's preface stage, if any)."""
-    return Engine(server.service, peer, server.log, server.limits, clock,
-                  preface=server.preface() if server.preface is not None else None)
+    """The engine of a client just accepted by ``server`` (with the server's preface stage, if any:
+    made from the TCP peer, which it may refuse -- then the engine is closed, the refusal logged)."""
+    make = server.preface
+    if make is None:
+        return Engine(server.service, peer, server.log, server.limits, clock)
+    try:
+        preface = make(peer)
+    except ValueError as exc:
+        engine = Engine(server.service, peer, server.log, server.limits, clock, preface=_REFUSED)
+        engine._preface_failed(str(exc))
+        return engine
+    return Engine(server.service, peer, server.log, server.limits, clock, preface=preface)
+
+
+class _Refused:
+    """The preface of a peer refused at accept: it never reads a byte."""
+
+    name = "preface"
+
+    def feed(self, data: bytes) -> None:
+        raise ValueError("refused")
+
+
+_REFUSED = _Refused()
 
 
 def sweep_period(limits: Limits) -> float:
@@ -284,6 +308,8 @@ class Engine:
         if before is LINGERING and now >= self.linger_until:
             self._linger_over()
         if self.request_began and now - self.request_began > self.request_timeout:
+            if self.preface is not None:
+                self._preface_ended(f"no complete header within the request deadline ({self.request_timeout:g} s)")
             self._abort()  # trickling a request (or never finishing a preface): the deadline is absolute
         elif now - self.last_progress > self.idle_timeout:
             self._abort()  # nothing moved either way: a silent client or one that stopped reading
@@ -296,11 +322,19 @@ class Engine:
         """The server is stopping (rule 6)."""
         self.stopping = True
         if self.preface is not None and self.state is OPEN:
+            self._preface_ended("the server stopped before its header was complete")
             self._abort()
         self._settle()
 
     def reset(self) -> None:
-        """The socket failed (reset, timeout, broken pipe): end without a word."""
+        """The socket failed (reset, timeout, broken pipe): end without a word (but for a connection
+        still in its preface, whose end is logged)."""
+        if self.preface is not None and self.state is OPEN:
+            # (a kernel timeout may fire a little early: within 50 ms of the deadline is the deadline)
+            if self.request_began and self.clock() - self.request_began >= self.request_timeout - 0.05:
+                self._preface_ended(f"no complete header within the request deadline ({self.request_timeout:g} s)")
+            else:
+                self._preface_ended("it was reset or timed out before a complete header")
         self._abort()
         self._settle()
 
@@ -390,13 +424,13 @@ class Engine:
 
     def _read_preface(self, data: bytes) -> None:
         if not data:
+            self._preface_ended("it closed before a complete header")
             self._abort()
             return
         try:
             done = self.preface.feed(data)
         except ValueError as exc:
-            self.log.error(f"client {client_name(self.peer)}: {exc}; connection closed")
-            self._abort()
+            self._preface_failed(str(exc))
             return
         if done is None:
             return
@@ -406,6 +440,19 @@ class Engine:
         self._open(peer)
         if rest:
             self.inbox += rest
+
+    def _preface_ended(self, why: str) -> None:
+        name = getattr(self.preface, "name", "preface")
+        self.log.refused(f"{name} connection from {self.peer.host}: {why}; closed")
+
+    def _preface_failed(self, why: str) -> None:
+        """The preface refused this connection (``why`` names the peer): logged, then closed as a
+        ``Close`` closes (our FIN, the linger), so the peer sees an end rather than a reset."""
+        self.log.refused(f"{why}; closed")
+        self.state = CLOSING
+        self.request_began = 0.0
+        self.inbox = b""
+        self._settle()
 
     def _give(self, data: bytes, *, fin: bool = True) -> None:
         try:

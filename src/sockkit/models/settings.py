@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sockkit.lifecycle import DEFAULT_DRAIN_SECONDS, Log, StopSignal
-from sockkit.services.actions import Preface, Service
+from sockkit.services.actions import Peer, Preface, Service
 
 #: Bytes asked of the kernel per recv: large enough that a bulk upload is a few syscalls,
 #: small enough that one read per client cannot balloon memory.
@@ -48,6 +48,6 @@ class Server:
     stop: StopSignal
     #: The process serving; forked children check it is still their parent (see die_with_parent).
     pid: int = field(default_factory=os.getpid)
-    #: Makes each connection's stage before the service (e.g. a PROXY protocol header reader); None:
-    #: the service starts at accept.
-    preface: Callable[[], Preface] | None = None
+    #: Makes each connection's stage before the service (e.g. a PROXY protocol header reader) from the
+    #: accepted TCP peer, or raises ValueError to refuse that peer; None: the service starts at accept.
+    preface: Callable[[Peer], Preface] | None = None
