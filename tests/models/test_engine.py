@@ -349,7 +349,8 @@ def test_a_fin_during_a_wait_comes_after_the_kept_input() -> None:
 
 
 def test_unsent_bytes_past_the_high_water_mark_stop_reading() -> None:
-    engine, _adapter, _conn, _ = make(Script([b"x" * (HIGH_WATER + 100), b"y"]))
+    engine, adapter, _conn, _ = make(Script([b"first", b"x" * (HIGH_WATER + 100), b"y"]))
+    adapter.receive(b"hi")  # (a connection's first input takes the slow path: rule 6's ``spoke``)
     reply = engine.received(b"big")
     assert reply is not None and len(reply) == HIGH_WATER + 100
     engine.keep(reply[10:])  # only 10 bytes went out
@@ -368,11 +369,16 @@ def test_the_adapters_own_full_buffer_stops_reading() -> None:
 
 # -- fast paths --------------------------------------------------------------------------------
 def test_bytes_answers_come_straight_back_and_mirroring_is_flagged() -> None:
-    engine, _adapter, _conn, _ = make(Script([b"one", b"two"]))
-    assert engine.received(b"x") == b"one"
+    engine, adapter, _conn, _ = make(Script([b"one", b"two", b"three"]))
+    assert not engine.plain  # nothing has reached the service yet: the first input is noted (rule 6)
+    adapter.receive(b"x")
+    assert bytes(adapter.wire) == b"one" and engine.plain
     assert engine.received(b"y") == b"two"
+    assert engine.received(b"z") == b"three"
     assert not engine.mirroring
-    engine, _, _, _ = make(Script(mirrors=True))
+    engine, adapter, _, _ = make(Script([b"a"], mirrors=True))
+    assert not engine.mirroring
+    adapter.receive(b"a")
     assert engine.mirroring
     engine.received(b"")
     assert not engine.mirroring and engine.state is not OPEN
@@ -507,10 +513,11 @@ def test_a_failing_close_is_logged_and_swallowed() -> None:
 
 # -- stopping -----------------------------------------------------------------------------------
 def test_a_stop_between_requests_is_a_goodbye_and_during_one_waits_for_the_answer() -> None:
-    engine, adapter, conn, _ = make(Script())
+    engine, adapter, conn, _ = make(Script([b"a"]))
+    adapter.receive(b"q")
     engine.stop()
     adapter.pump()
-    assert conn.got == [b""] and engine.state is LINGERING
+    assert conn.got == [b"q", b""] and engine.state is LINGERING
     engine, adapter, conn, _ = make(Script([[Wait(1.0), Send(b"answer")]]))
     adapter.receive(b"q")
     engine.stop()
@@ -518,6 +525,51 @@ def test_a_stop_between_requests_is_a_goodbye_and_during_one_waits_for_the_answe
     assert conn.got == [b"q"] and engine.state is OPEN
     adapter.advance(1.0)
     assert bytes(adapter.wire) == b"answer" and conn.got == [b"q", b""] and adapter.fin_at == 6
+
+
+def test_a_stop_gives_a_connection_that_has_not_spoken_a_grace_to_speak_and_serves_it() -> None:
+    """Accepted an instant before the stop, its request on the way: not "between requests"."""
+    engine, adapter, conn, _ = make(Script([b"answer"]), request_timeout=30)
+    engine.stop()
+    adapter.pump()
+    assert conn.got == [] and engine.state is OPEN and engine.wants_read and engine.deadline == 101.0
+    assert engine.read_timeout(100.0) == 1.0  # the blocking models' kernel timeout
+    adapter.clock.now += 0.5
+    adapter.receive(b"request")
+    assert bytes(adapter.wire) == b"answer" and conn.got == [b"request", b""] and engine.state is LINGERING
+    # Silent through the grace: the goodbye, as for any connection between requests.
+    engine, adapter, conn, _ = make(Script())
+    engine.stop()
+    adapter.advance(0.9)
+    assert conn.got == [] and engine.state is OPEN
+    adapter.advance(0.2)
+    assert conn.got == [b""] and engine.state is LINGERING
+    # Never past its request deadline (counted from accept here, as a preface's is).
+    engine, adapter, conn, _ = make(Script(), request_timeout=5)
+    engine.request_began = 95.5
+    engine.stop()
+    assert engine.deadline == 100.5
+
+
+def test_a_stop_during_a_preface_waits_for_it_then_serves_the_request_behind_it() -> None:
+    conn = Script([b"answer"])
+    clock, log = Clock(), RecordingLog()
+    engine = Engine(OneService(conn), PEER, log, Limits(request_timeout=5), clock, preface=Header())
+    adapter = Adapter(engine, clock)
+    engine.received(b"NAME 10.1")
+    engine.stop()
+    adapter.pump()
+    assert engine.state is OPEN and engine.deadline == 101.0
+    adapter.receive(b".2.3 999\n")  # the header alone: the request follows in its own segment
+    assert log.clients == [Peer("10.1.2.3", 999)] and conn.got == [] and engine.state is OPEN
+    adapter.receive(b"request")
+    assert bytes(adapter.wire) == b"answer" and conn.got == [b"request", b""] and not log.errors
+    # A header that does not come in the grace: logged, closed.
+    engine = Engine(OneService(Script()), PEER, log, Limits(request_timeout=5), clock, preface=Header())
+    adapter = Adapter(engine, clock)
+    engine.stop()
+    adapter.advance(1.0)
+    assert engine.state is CLOSED and "the server stopped before its header was complete" in log.errors[-1]
 
 
 def test_stale_timers_do_nothing() -> None:

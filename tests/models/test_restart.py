@@ -22,13 +22,11 @@ from sockkit.testing import alive, exchange_line, reload, running, start_server,
 
 
 def test_a_reload_under_load_refuses_no_connect(model):
-    """A new connection per request at 200/s for 3 s; SIGHUP after 1 s. No connect is refused and
-    none times out: the listening socket never closes, clients wait in its queue. The old process
-    exits 0 once drained, the new one (a new pid) goes on serving on the same port.
-
-    Not yet asserted: zero resets. At the old server's stop, a connection it accepted but whose
-    request it has not read yet counts as idle and is closed (select: 1 reset in 6 runs of 600);
-    the connection engine (issue 17) is where "idle at stop" gets its new meaning."""
+    """A new connection per request at 200/s for 3 s; SIGHUP after 1 s. No connect is refused, none
+    times out, none is reset or closed before its answer: the listening socket never closes (clients
+    wait in its queue), and a connection the old server accepted an instant before its stop gets a
+    grace to speak (engine rule 6; before, it was ended as idle: select 1 reset in 6 runs of 600).
+    The old process exits 0 once drained, the new one (a new pid) goes on serving on the same port."""
     # pool: enough workers that a burst (this machine is shared) is queued, not answered busy.
     workers = "16" if model == "pool" else "2"
     server = start_server("echo", "--model", model, "--port", "0", "--quiet", "--workers", workers)
@@ -45,7 +43,8 @@ def test_a_reload_under_load_refuses_no_connect(model):
         load.join(60)
         stats = results["run"].stats
         assert (stats.refused, stats.timeouts, stats.errors, stats.wrong_replies) == (0, 0, 0, 0)
-        assert stats.requests + stats.reset + stats.closed_early >= 500
+        assert (stats.reset, stats.closed_early) == (0, 0)
+        assert stats.requests >= 500
         assert successor != server.pid and alive(successor)
         assert exchange_line(server.port, b"after") == b"Echo=>after\n"
     finally:

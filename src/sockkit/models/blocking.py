@@ -19,7 +19,15 @@ import threading
 import time
 
 from sockkit.lifecycle import StopSignal
-from sockkit.models.engine import LINGER_BYTES, LINGER_SECONDS, LINGERING, OPEN, Engine, open_engine
+from sockkit.models.engine import (
+    LINGER_BYTES,
+    LINGER_SECONDS,
+    LINGERING,
+    OPEN,
+    STOP_GRACE_SECONDS,
+    Engine,
+    open_engine,
+)
 from sockkit.models.settings import RECV_SIZE, SENDFILE_MAX, Server
 from sockkit.services.actions import Peer
 
@@ -38,13 +46,28 @@ class Tracker:
         #: Connections whose reads a stop may end at once: those between requests, and those in the
         #: mirror loop for as long as it runs (a chunk already received is still echoed first).
         self.waiting: set[socket.socket] = set()
+        #: Connections waiting for their first bytes (a TLS hello, a preface, a first request): a stop
+        #: gives them the engine's grace (rule 6) before their reads are ended.
+        self.fresh: set[socket.socket] = set()
         self.stopping = False
         self.hurry = threading.Event()  # set by cut(): a Wait in progress ends at once
+        self.waker: threading.Timer | None = None
 
     def stop(self) -> None:
-        """Stop taking requests: connections waiting for one see end-of-stream at once."""
+        """Stop taking requests: connections waiting for one see end-of-stream at once; those that
+        have not spoken yet, once the grace is over (one timer thread: a blocked read cannot be given
+        a shorter kernel timeout, and this may run in a signal handler, which must not wait)."""
         self.stopping = True
         for sock in list(self.waiting):
+            _shutdown(sock, socket.SHUT_RD)
+        if self.fresh and self.waker is None:
+            self.waker = threading.Timer(STOP_GRACE_SECONDS + 0.05, self._end_fresh)
+            self.waker.daemon = True
+            with contextlib.suppress(RuntimeError):  # no thread to be had: the request deadline ends them
+                self.waker.start()
+
+    def _end_fresh(self) -> None:
+        for sock in list(self.fresh):
             _shutdown(sock, socket.SHUT_RD)
 
     def cut(self) -> None:
@@ -94,6 +117,7 @@ def serve_connection(sock: socket.socket, peer: Peer, server: Server, tracker: T
         engine.reset()  # reset, timeout, broken pipe: this client is gone, the server goes on
     finally:
         tracker.waiting.discard(sock)
+        tracker.fresh.discard(sock)
         tracker.live.discard(sock)
         engine.release()
         sock.close()
@@ -102,6 +126,9 @@ def serve_connection(sock: socket.socket, peer: Peer, server: Server, tracker: T
 def converse(sock: socket.socket, engine: Engine, tracker: Tracker) -> None:
     timeout = Timeout(sock)
     while carry_out(sock, engine, tracker, timeout):
+        if engine.fresh:
+            first_read(sock, engine, tracker, timeout)
+            continue
         if engine.mirroring:
             mirror(sock, tracker)
             engine.received(b"")  # end of stream or stopping: the service's goodbye
@@ -124,6 +151,33 @@ def converse(sock: socket.socket, engine: Engine, tracker: Tracker) -> None:
             if not reply:
                 break
             sendall(reply)
+
+
+def first_read(sock: socket.socket, engine: Engine, tracker: Tracker, timeout: Timeout) -> None:
+    """A read before the connection has spoken (its preface, its first request): not between
+    requests, so a stop does not end it at once but gives it the engine's grace (rule 6) -- the
+    kernel timeout if the stop came first, the tracker's timer if it came during the read."""
+    tracker.fresh.add(sock)  # then check ``stopping``: the order Tracker.stop relies on
+    try:
+        if tracker.stopping and not engine.stopping:
+            engine.stop()
+            if not (engine.fresh and engine.wants_read):
+                return
+            timeout.set(engine.read_timeout(time.monotonic()))
+        try:
+            data = sock.recv(RECV_SIZE)
+        except TimeoutError:
+            if not engine.grace_until:
+                raise  # its own deadline
+            engine.timer(time.monotonic())  # the grace is over (or nearly: then one more short read)
+            return
+    finally:
+        tracker.fresh.discard(sock)
+    if tracker.stopping and not engine.stopping:
+        engine.stop()  # woken by the tracker's timer (b"") or it spoke during the stop
+    reply = engine.received(data)
+    if reply:
+        sock.sendall(reply)
 
 
 def carry_out(sock: socket.socket, engine: Engine, tracker: Tracker, timeout: Timeout) -> bool:
@@ -219,8 +273,8 @@ def handshake(sock: socket.socket, server: Server, tracker: Tracker) -> socket.s
     (a client that opens TCP and never says hello is a trickler like any other).
 
     The TLS socket replaces the plain one in ``tracker.live`` (the thread model counts clients
-    at accept), and waits for the hello in ``tracker.waiting``: a stop ends it at once, as it
-    ends any idle connection, instead of letting it hold the drain until the deadline.
+    at accept), and waits for the hello in ``tracker.fresh``: a connection that has not spoken
+    yet, which a stop gives the engine's grace (rule 6), not the whole deadline.
     """
     limits = server.limits
     sock.settimeout(min(limits.idle_timeout, limits.request_timeout))
@@ -232,10 +286,10 @@ def handshake(sock: socket.socket, server: Server, tracker: Tracker) -> socket.s
     finally:
         tracker.live.discard(sock)
     tracker.live.add(tls)
-    tracker.waiting.add(tls)  # then check ``stopping``: the order Tracker.stop relies on
+    tracker.fresh.add(tls)  # then check ``stopping``: the order Tracker.stop relies on
     try:
         if tracker.stopping:
-            raise ConnectionAbortedError("the server is stopping")
+            tls.settimeout(min(STOP_GRACE_SECONDS, tls.gettimeout() or STOP_GRACE_SECONDS))
         tls.do_handshake()
     except (OSError, ValueError) as exc:
         tracker.live.discard(tls)
@@ -244,7 +298,7 @@ def handshake(sock: socket.socket, server: Server, tracker: Tracker) -> socket.s
             raise
         raise ConnectionError(f"TLS handshake failed: {exc}") from exc
     finally:
-        tracker.waiting.discard(tls)
+        tracker.fresh.discard(tls)
     return tls
 
 

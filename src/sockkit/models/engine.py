@@ -42,7 +42,10 @@ Rules kept here, each in one place:
    ``mirroring`` is True -- the adapter echoes each chunk itself and only notes the progress
    (``engine.progressed = True``).
 6. A stop ends a connection between requests as if the peer had closed (the service says its
-   goodbye); one in the middle of an answer finishes that answer first.
+   goodbye); one in the middle of an answer finishes that answer first. One that has not spoken
+   yet (no byte has reached its service: it was accepted an instant before the stop, its request,
+   or its preface, may be on the way) is not between requests: it gets ``STOP_GRACE_SECONDS`` (at
+   most to its request deadline) to speak, is served, and only then says goodbye.
 7. Before the service starts, an optional *preface* (e.g. a PROXY protocol header) consumes the
    first bytes and names the real peer; the log line, the service's ``connect`` and the request
    deadline (counted from accept) all wait for it. ``Server.preface`` makes one per connection from
@@ -72,6 +75,9 @@ HIGH_WATER = 64 * 1024
 LINGER_SECONDS = 1.0
 #: ... and how much of it we are willing to read.
 LINGER_BYTES = 1 << 20
+#: How long a stop waits for a connection that has not spoken yet (rule 6): its request was sent an
+#: instant after our accept (through a balancer, header and request follow the connect at once).
+STOP_GRACE_SECONDS = 1.0
 
 
 class State(enum.Enum):
@@ -145,6 +151,7 @@ class Engine:
         "file_left",
         "file_offset",
         "flooded",
+        "grace_until",
         "held_then",
         "held_until",
         "idle_timeout",
@@ -168,6 +175,7 @@ class Engine:
         "request_began",
         "request_timeout",
         "service",
+        "spoke",
         "state",
         "stopping",
     )
@@ -210,6 +218,9 @@ class Engine:
         self.request_began = 0.0
         self.paused = False
         self.stopping = False
+        #: Bytes have reached the service (rule 6: until then, a stop gives a grace until ``grace_until``).
+        self.spoke = False
+        self.grace_until = 0.0
         #: Bytes the adapter holds that we handed it (asyncio's transport buffer), as last told.
         self.backlog = 0
         self.progressed = False
@@ -285,7 +296,9 @@ class Engine:
 
     def timer(self, now: float) -> None:
         """Time passed: a ``Wait`` or the linger may be over (a stale call does nothing)."""
-        if self.state is OPEN and self.held_until and now >= self.held_until:
+        if self.state is OPEN and self.grace_until and now >= self.grace_until:
+            self._grace_over()
+        elif self.state is OPEN and self.held_until and now >= self.held_until:
             self.held_until = 0.0
             self.last_progress = now
             then, self.held_then = self.held_then, None
@@ -320,10 +333,16 @@ class Engine:
 
     def stop(self) -> None:
         """The server is stopping (rule 6)."""
+        if not self.stopping and self.fresh and not self.eof_pending:
+            now = self.clock()
+            until = now + STOP_GRACE_SECONDS
+            if self.request_began:
+                until = min(until, self.request_began + self.request_timeout)
+            if until > now:
+                self.grace_until = until
         self.stopping = True
-        if self.preface is not None and self.state is OPEN:
-            self._preface_ended("the server stopped before its header was complete")
-            self._abort()
+        if self.preface is not None and self.state is OPEN and not self.grace_until:
+            self._grace_over()
         self._settle()
 
     def reset(self) -> None:
@@ -366,6 +385,11 @@ class Engine:
         return not (self.eof or self.flooded)
 
     @property
+    def fresh(self) -> bool:
+        """Open, and nothing has reached the service yet (a stop gives it a grace: rule 6)."""
+        return self.state is OPEN and not self.spoke
+
+    @property
     def wants_shutdown(self) -> bool:
         """Everything before the ``Close`` is out: send our FIN now, then ``shut``."""
         return self.state is CLOSING and not self.out and self.file is None
@@ -383,6 +407,8 @@ class Engine:
         seconds = self.idle_timeout
         if self.request_began:
             seconds = min(seconds, self.request_began + self.request_timeout - now)
+        if self.grace_until:
+            seconds = min(seconds, self.grace_until - now)
         return max(0.001, seconds)
 
     # -- the rest is internal --------------------------------------------------------------------
@@ -424,7 +450,8 @@ class Engine:
 
     def _read_preface(self, data: bytes) -> None:
         if not data:
-            self._preface_ended("it closed before a complete header")
+            self._preface_ended("the server stopped before its header was complete" if self.stopping
+                                else "it closed before a complete header")
             self._abort()
             return
         try:
@@ -454,7 +481,18 @@ class Engine:
         self.inbox = b""
         self._settle()
 
+    def _grace_over(self) -> None:
+        """A stop's grace ran out before the connection spoke: its goodbye (``_settle``), or for one
+        still in its preface, the end, logged."""
+        self.grace_until = 0.0
+        if self.preface is not None:
+            self._preface_ended("the server stopped before its header was complete")
+            self._abort()
+
     def _give(self, data: bytes, *, fin: bool = True) -> None:
+        if data and not self.spoke:
+            self.spoke = True
+            self.grace_until = 0.0
         try:
             reply = self.receive(data)
         except Exception as exc:  # rule 3
@@ -560,7 +598,7 @@ class Engine:
                 break
             if self.held_until or self.file is not None or self.outbox or self.paused or len(self.out) > HIGH_WATER:
                 break
-            if self.stopping and (self.inbox or self.eof_pending):
+            if self.stopping and (self.inbox or self.eof_pending) and self.spoke:
                 self.inbox = b""  # the server is stopping: input held back is never answered
                 self.eof_pending = False
             if self.inbox:
@@ -569,7 +607,7 @@ class Engine:
             elif self.eof_pending:
                 self.eof_pending = False
                 self._give(b"")
-            elif self.stopping and not self.out:
+            elif self.stopping and not self.out and not self.grace_until:
                 self._give(b"", fin=False)  # rule 6: as if the peer had closed (it may still send: linger)
             else:
                 break
@@ -577,11 +615,12 @@ class Engine:
         ready = (state is OPEN and self.conn is not None and not self.held_until and self.file is None
                  and not self.outbox and not self.paused and len(self.out) <= HIGH_WATER)
         self.ready = ready
-        plain = ready and not self.out and not self.request_began and not self.inbox and not self.eof_pending
+        plain = (ready and self.spoke and not self.out and not self.request_began and not self.inbox
+                 and not self.eof_pending)
         self.plain = plain
         self.mirroring = plain and self.mirrors
         if state is OPEN:
-            self.deadline = self.held_until
+            self.deadline = self.grace_until or self.held_until
         elif state is LINGERING:
             self.deadline = self.linger_until
         else:

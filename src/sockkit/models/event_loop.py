@@ -61,7 +61,7 @@ class Link(asyncio.Protocol):
         self.transport = transport
         hub = self.hub
         transport.set_write_buffer_limits(high=HIGH_WATER)
-        if len(hub.links) >= hub.server.limits.max_connections or not hub.accepting:
+        if len(hub.links) >= hub.server.limits.max_connections:
             reply = hub.server.service.busy_reply()
             if reply:
                 transport.write(reply)
@@ -69,6 +69,10 @@ class Link(asyncio.Protocol):
             return
         hub.links.add(self)
         self.engine = open_engine(hub.server, peer_of(transport.get_extra_info("peername")), hub.loop.time)
+        if not hub.accepting:
+            # Accepted before the stop, made only now (asyncio makes a transport a loop turn or a TLS
+            # handshake after its accept): it has not spoken, so the stop gives it its grace (rule 6).
+            self.engine.stop()
         self._sync()
 
     def data_received(self, data: bytes) -> None:
