@@ -242,3 +242,103 @@ def stalled_upload(model: str, scale: Scale) -> Row:
     return Row("stalled-upload", model, f"B's upload: {(stored or go).decode(errors='replace').strip()[:60]!r}, "
                                         f"stored intact {landed}; A told {told.decode(errors='replace').strip()[:50]!r}"
                                         f"; on disk {left}", ok)
+
+
+#: Requests each pipelining client sends (the issue's figure: ~1,100 answers of 64 KiB, ~64 MiB).
+PIPELINED = 1100
+#: What the hostile clients ask for: getfile's own request for a 64 KiB file (sent inline with its
+#: header) and HTTP's for a 256 KiB one (a SendFile: an open descriptor per answer queued).
+UNREAD_REQUESTS = (b"GET1 0 - small.bin\n", b"GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+def _send_unread(port: int, data: bytes) -> socket.socket:
+    """A client that sends ``data`` at once and reads nothing (a small receive buffer, so what the
+    server pushes stays in the server)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    deadline = time.monotonic() + 5
+    while data and time.monotonic() < deadline:  # bounded: the server may stop reading, as it should
+        try:
+            data = data[sock.send(data):]
+        except BlockingIOError:
+            time.sleep(0.01)
+    return sock
+
+
+def _fetch(port: int, name: str, size: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        head = ask(sock, f"GET1 0 - {name}\n".encode())
+        body = b""
+        while head.startswith(b"OK1") and len(body) < size:
+            chunk = sock.recv(size - len(body))
+            if not chunk:
+                break
+            body += chunk
+    return body
+
+
+def _close_all(socks: list[socket.socket]) -> None:
+    while socks:
+        socks.pop().close()
+
+
+def _peak(server, seconds: float) -> dict:
+    """The highest PSS and descriptor count of the server's process tree over ``seconds``."""
+    from reliability.probes import snapshot
+
+    peak = {"pss": 0.0, "fds": 0}
+    for _ in range(max(1, int(seconds / 0.2))):
+        time.sleep(0.2)
+        now = snapshot(server)
+        peak = {"pss": max(now["pss"], peak["pss"]), "fds": max(now["fds"], peak["fds"])}
+    return peak
+
+
+@scenario("pipelined-unread", "4 getfile clients (long: 32) each pipeline 1,100 GET1 of a 64 KiB file, 4 more "
+          "1,100 HTTP/1.1 GETs of a 256 KiB file, and read nothing: they cost the server at most 16 MiB (long: 64) "
+          "and 2 descriptors each more than as many clients that sent one request and read nothing (answers are "
+          "made one at a time); a canary is served", MODELS)
+def pipelined_unread(model: str, scale: Scale) -> Row:
+    if model == "sequential":
+        return skip("pipelined-unread", model, "one client at a time: the first one holds it until its idle timeout")
+    clients = scale.pick(4, 32)
+    base = Path(tempfile.mkdtemp(prefix="sockkit-rel-pipe-"))
+    small, large = os.urandom(64 << 10), os.urandom(256 << 10)
+    (base / "small.bin").write_bytes(small)
+    (base / "large.bin").write_bytes(large)
+    socks: list[socket.socket] = []
+    try:
+        with running("getfile", "--model", model, "--port", "0", "--quiet", "--root", str(base),
+                     "--workers", str(4 * clients + 8) if model == "pool" else str(PREFORK_WORKERS)) as server:
+            if model == "prefork":
+                wait_for_workers(server, PREFORK_WORKERS, hello=b"LIST1 .\n")
+            _fetch(server.port, "small.bin", len(small))  # warm: the first answer's allocations are no growth
+            nothing = _peak(server, 0.2)
+            # The same clients with one request each first: what a connection costs in this model
+            # (a forked child, a thread) with one answer waiting in it.
+            socks += [_send_unread(server.port, request) for request in UNREAD_REQUESTS for _ in range(clients)]
+            single = _peak(server, 1.0)
+            socks += [_send_unread(server.port, request * PIPELINED) for request in UNREAD_REQUESTS
+                      for _ in range(clients)]
+            both = _peak(server, 2.0)
+            began = time.monotonic()
+            canary = _fetch(server.port, "small.bin", len(small)) == small
+            waited = time.monotonic() - began
+            _close_all(socks)  # before the stop, which would wait its drain deadline for them
+    finally:
+        _close_all(socks)
+        shutil.rmtree(base, ignore_errors=True)
+    hostile = {key: both[key] - single[key] for key in both}
+    plain = {key: single[key] - nothing[key] for key in both}
+    extra_pss, extra_fds = hostile["pss"] - plain["pss"], hostile["fds"] - plain["fds"]
+    allowed, allowed_fds = scale.pick(16, 64), 2 * clients * len(UNREAD_REQUESTS)  # a file and a dup of the socket
+    ok = extra_pss < allowed and extra_fds <= allowed_fds and canary and waited < 5
+    return Row("pipelined-unread", model, f"{2 * clients} clients x {PIPELINED} requests unread: PSS "
+                                          f"+{hostile['pss']:.1f} MiB, fds +{hostile['fds']} (one request each: "
+                                          f"+{plain['pss']:.1f} MiB, +{plain['fds']}; more allowed: {allowed} MiB, "
+                                          f"{allowed_fds} fds); canary {'served' if canary else 'NOT served'} "
+                                          f"in {waited:.2f} s",
+               ok)

@@ -678,6 +678,48 @@ def test_a_waits_continuation_answers_when_it_is_over_ahead_of_what_was_queued()
     assert bytes(adapter.wire) == b"stamped at 102.0;after"
 
 
+def test_a_zero_wait_chain_makes_each_answer_once_the_one_before_is_out() -> None:
+    """``Wait(0, then)``: how a service answers pipelined requests one at a time. Each continuation
+    runs only once every earlier byte has left -- with a socket that takes nothing, only the first
+    answer exists -- and a chain of them goes on without any new event from the adapter (a
+    continuation's reply used to land in a fresh queue the running loop never looked at: the next
+    answer was never sent and the blocking models closed the connection)."""
+    made: list[int] = []
+
+    def answer(n: int):
+        made.append(n)
+        return [Send(b"answer %d;" % n)] + ([Wait(0, then=lambda: answer(n + 1))] if n < 5 else [])
+
+    engine, adapter, _conn, _ = make(Script([lambda data: answer(1)]))
+    adapter.receive(b"requests", room=0)  # the client reads nothing
+    assert made == [1] and not engine.wants_read
+    adapter.pump(room=4)
+    assert made == [1]  # still not out
+    adapter.pump()
+    assert made == [1, 2, 3, 4, 5]
+    assert bytes(adapter.wire) == b"".join(b"answer %d;" % n for n in range(1, 6))
+    assert engine.wants_read
+
+
+def test_a_wait_or_a_file_starts_once_the_adapters_own_buffer_drains() -> None:
+    """Under asyncio ``out`` is handed to the transport at once: a full transport buffer (``pause``)
+    must hold the next answer back too, or every pipelined answer would pile up in it."""
+    made: list[int] = []
+
+    def answer(n: int):
+        made.append(n)
+        return [Send(b"%d;" % n), Wait(0, then=lambda: answer(n + 1))] if n < 3 else b"done"
+
+    engine, adapter, _conn, _ = make(Script([lambda data: answer(1)]))
+    adapter.receive(b"requests", room=0)
+    engine.pause(True)  # the transport's buffer is full
+    adapter.pump()
+    assert made == [1] and bytes(adapter.wire) == b"1;"
+    engine.pause(False)
+    adapter.pump()
+    assert made == [1, 2, 3] and bytes(adapter.wire) == b"1;2;done"
+
+
 def test_a_continuation_that_fails_ends_the_connection_once() -> None:
     engine, adapter, _conn, log = make(Script([[Wait(1.0, then=lambda: 1 / 0), Send(b"never")]]))
     adapter.receive(b"q")

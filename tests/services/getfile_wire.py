@@ -21,7 +21,9 @@ class Wire:
         return self
 
     def run(self, actions: list) -> None:
-        for action in actions:
+        actions = list(actions)
+        while actions:
+            action = actions.pop(0)
             assert not self.closed, f"action {action!r} after Close"
             if isinstance(action, Send):
                 self.out += action.data
@@ -34,6 +36,9 @@ class Wire:
                 self.closed = True
             else:
                 assert isinstance(action, Wait)
+                if action.then is not None:  # the engine's rule: its reply goes ahead of what follows
+                    reply = action.then()
+                    actions[:0] = [Send(reply)] if isinstance(reply, bytes) else reply
 
     def take_line(self) -> bytes:
         end = self.out.index(b"\n")

@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sockkit.protocols.getfile import MAX_LINE, Get, List, Put, format_request
-from sockkit.services.actions import Peer, SendFile
+from sockkit.services.actions import Peer, Send, SendFile, Wait
 from sockkit.services.getfile import GetfileService, ServedRoot, listing, upload
 from sockkit.services.getfile.connection import INLINE_BODY
 from sockkit.services.getfile.digest import DigestCache, hash_descriptor
 from sockkit.services.getfile.root import RESERVED_PREFIX, is_reserved
 from sockkit.services.getfile.slots import LocalSlots, SharedSlots, make_slots
-from sockkit.services.getfile.transfers import MAX_QUEUED_FILES
+from sockkit.services.getfile.transfers import ANSWER_BUDGET
 from sockkit.writeback import WRITEBACK_BYTES
 from tests.services.getfile_wire import Wire
 from tests.uploads import held_uploads
@@ -76,13 +76,15 @@ def test_get_sends_exact_bytes_and_whole_file_digest(tree, name):
 
 
 def test_large_body_goes_to_the_model_as_sendfile(tree):
-    """Bodies past INLINE_BODY are handed over for zero-copy sending, small ones inline."""
+    """Bodies past INLINE_BODY are handed over for zero-copy sending, small ones inline (the next
+    request is answered once the file is out: the Wait's continuation)."""
     conn = service_for(tree)[0].connect(PEER)
     actions = conn.receive(get("big.bin") + get("hello.txt"))
     kinds = [type(a).__name__ for a in actions]
-    assert kinds == ["Send", "SendFile", "Send"]
+    assert kinds == ["Send", "SendFile", "Wait"]
     assert actions[1].count == len(BIG) > INLINE_BODY
     actions[1].file.close()
+    assert [type(a).__name__ for a in actions[2].then()] == ["Send"]
 
 
 def test_resume_with_matching_version_starts_at_offset(tree):
@@ -522,14 +524,26 @@ def test_one_connection_holds_one_slot_for_its_pipelined_files(tree):
     assert [w.take_file()[1] for _ in range(3)] == [BIG] * 3
 
 
-def test_too_many_files_in_flight_on_one_connection(tree):
+def test_pipelined_requests_are_answered_one_budget_at_a_time(tree):
+    """1,100 pipelined requests in one read: one file (or ANSWER_BUDGET bytes of small answers) is
+    answered, the rest wait behind a Wait(0) until those answers are out -- a client that never
+    reads costs one answer and one open file, not 1,100 (the old code opened 32 files, then busy)."""
     conn = service_for(tree)[0].connect(PEER)
-    actions = conn.receive(get("big.bin") * (MAX_QUEUED_FILES + 1))
-    files = [a for a in actions if isinstance(a, SendFile)]
-    assert len(files) == MAX_QUEUED_FILES
-    assert actions[-2].data.startswith(b"ERR1 busy")
-    for action in files:
-        action.file.close()
+    actions = conn.receive(get("big.bin") * 1100)
+    assert [type(a) for a in actions] == [Send, SendFile, Wait] and actions[2].seconds == 0
+    actions[1].file.close()
+    answered = 1
+    while actions and isinstance(actions[-1], Wait):
+        actions = actions[-1].then()
+        files = [a for a in actions if isinstance(a, SendFile)]
+        assert len(files) <= 1 and not any(b"busy" in a.data for a in actions if isinstance(a, Send))
+        for action in files:
+            action.file.close()
+        answered += len(files)
+    assert answered == 1100
+    small = conn.receive(get("hello.txt") * 20_000)  # ~350 KiB of small answers: a budget's worth each time
+    made = sum(len(a.data) for a in small if isinstance(a, Send))
+    assert isinstance(small[-1], Wait) and ANSWER_BUDGET <= made < ANSWER_BUDGET + 200
     conn.close()
 
 

@@ -18,9 +18,11 @@ Wants out (the adapter reads them after an event):
 
 Rules kept here, each in one place:
 1. Actions run in order. A ``Send``'s bytes leave before anything after it; a ``Wait`` or a
-   ``SendFile`` starts once every earlier byte has left; when a ``Wait`` is over, its ``then``'s
-   reply goes ahead of what was queued behind it; a ``Close`` flushes what came before it, then
-   our FIN, then the linger; what comes after a ``Close`` is dropped (its files closed).
+   ``SendFile`` starts once every earlier byte has left (and the adapter's own buffer is below its
+   high-water mark); when a ``Wait`` is over, its ``then``'s reply goes ahead of what was queued
+   behind it -- so ``Wait(0, then)`` is "make the next answer once this one is out", how a service
+   answers pipelined requests one at a time; a ``Close`` flushes what came before it, then our
+   FIN, then the linger; what comes after a ``Close`` is dropped (its files closed).
 2. Input reaches the service only when its previous answer is done: while an answer waits out a
    ``Wait``, sends a file, or has more than ``HIGH_WATER`` bytes unsent (or the adapter's own buffer
    is full), ``wants_read`` is False and anything that still arrives is kept, in order, for later.
@@ -557,16 +559,18 @@ class Engine:
 
     def _advance(self) -> None:
         """Move queued actions into ``out``, ``file``, a hold or the close (rule 1)."""
-        outbox = self.outbox
-        while outbox and self.state is OPEN and not self.held_until and self.file is None:
+        while self.state is OPEN and not self.held_until and self.file is None:
+            outbox = self.outbox  # (anew each turn: a Wait's continuation may have made a new queue)
+            if not outbox:
+                return
             action = outbox[0]
             kind = action.__class__
             if kind is Send:
                 outbox.popleft()
                 self._put(action.data)
                 continue
-            if self.out and kind is not Close:
-                return  # a Wait or a file starts once the bytes before it are out
+            if (self.out or self.paused) and kind is not Close:
+                return  # a Wait or a file starts once the bytes before it are out (and the adapter's buffer drained)
             outbox.popleft()
             if kind is Wait:
                 if action.seconds > 0:

@@ -46,6 +46,10 @@ class Wait:
 
     ``then``, if given, is called once the Wait is over; the reply it returns is carried out before
     any action queued behind this Wait (a delay per message whose reply is made at send time).
+    A Wait starts once every earlier action is done (its bytes handed to the kernel), so
+    ``Wait(0, then)`` means "make the next answer once this one is out": a service holding more
+    pipelined requests answers them one at a time that way, and a client that never reads costs
+    the server one answer, not all of them.
     """
 
     seconds: float

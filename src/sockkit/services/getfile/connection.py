@@ -1,14 +1,19 @@
 """One getfile client's conversation: request lines in, answers and file bodies out.
 
 Rules:
-- Every request gets exactly one answer line (plus its body), in order; pipelined requests are
-  answered as they are read. After a fatal error (``bad-request``, ``too-long``, ``busy``,
-  ``auth-required``) nothing more is read and the connection closes.
+- Every request gets exactly one answer line (plus its body), in order. After a fatal error
+  (``bad-request``, ``too-long``, ``busy``, ``auth-required``) nothing more is read and the
+  connection closes.
+- Pipelined requests are answered a few at a time: once ``ANSWER_BUDGET`` bytes of answers (a
+  file counts its size) are made, the rest of what was read stays unparsed behind a
+  ``Wait(0, then)`` until those answers are out. So a client that pipelines and never reads costs
+  the server one answer, not one per request (its further requests wait in its own socket: the
+  model reads no more meanwhile).
 - ``receive`` never raises for anything a client sends: a service exception would cost the
   client its connection without a reason.
-- What one connection can make the server hold is bounded: one partial request line of
-  ``MAX_LINE`` bytes, ``MAX_QUEUED_FILES`` open files handed to the model (transfers.py), ``MAX_BATCH_BYTES`` of
-  answers produced from one read.
+- What one connection can make the server hold is bounded: what one read brought (the model's
+  read size), one partial request line of ``MAX_LINE`` bytes, one open file, and the answers made
+  before the pause: ``ANSWER_BUDGET`` plus one answer (a listing is bounded by listing.py).
 """
 
 from __future__ import annotations
@@ -33,19 +38,16 @@ from sockkit.protocols.getfile import (
     format_header,
     parse_request,
 )
-from sockkit.services.actions import CLOSE, Action, Peer, Reply, Send, SendFile, as_actions
+from sockkit.services.actions import CLOSE, Action, Peer, Reply, Send, SendFile, Wait, as_actions
 from sockkit.services.getfile.digest import is_digest
 from sockkit.services.getfile.http import looks_like_http, starts_like_http
 from sockkit.services.getfile.http.connection import HttpConnection
 from sockkit.services.getfile.listing import list_directory, list_tree
 from sockkit.services.getfile.root import Refused, refusal_for
 from sockkit.services.getfile.throttle import Throttled
-from sockkit.services.getfile.transfers import INLINE_BODY, Transfers
+from sockkit.services.getfile.transfers import ANSWER_BUDGET, INLINE_BODY, Transfers
 from sockkit.services.getfile.upload import Upload
 
-#: Answer bytes (listings, inline bodies) produced from one read: bounds the memory one read of
-#: pipelined requests can cost. Past it: ``busy``.
-MAX_BATCH_BYTES = 64 << 20
 #: Log lines per connection; past it refusals are counted and summed up in one line at close.
 MAX_LOG_LINES = 20
 
@@ -87,28 +89,39 @@ class GetfileConnection:
         """Answers to the requests ``data`` completes; ``b""`` means the client closed its side."""
         if self.http is not None:
             return self.http.receive(data)
-        if self.done:
-            return []
+        return self._answering(self._take, data)
+
+    def _resume(self) -> Reply:
+        """``Wait.then``: the answers before are out; answer the next requests already read."""
+        return self._answering(self._drain)
+
+    def _answering(self, step, *args) -> list[Action]:
+        """``step(*args, actions)`` under the rule that ``receive`` never raises."""
         actions: list[Action] = []
+        if self.done:
+            return actions
         self.batch_bytes = 0
         try:
-            if not data:
-                self._at_end(actions)
-                return actions
-            view = memoryview(data)
-            if self.upload is not None and not self.buffer:
-                # The bulk of an upload skips the line buffer: no copy of the body.
-                take = min(len(view), self.upload.wanted)
-                self._feed_upload(view[:take], actions)
-                view = view[take:]
-            if view:
-                self.buffer += view
-            self._drain(actions)
+            step(*args, actions)
         except Exception as exc:  # a bug here must still answer the client, not kill the connection silently
             self._log(f"internal error: {exc!r}")
             actions.append(Send(format_error(ErrorCode.INTERNAL, "server error; see the server's log")))
             self._finish(actions)
         return actions
+
+    def _take(self, data: bytes, actions: list[Action]) -> None:
+        if not data:
+            self._at_end(actions)
+            return
+        view = memoryview(data)
+        if self.upload is not None and not self.buffer:
+            # The bulk of an upload skips the line buffer: no copy of the body.
+            take = min(len(view), self.upload.wanted)
+            self._feed_upload(view[:take], actions)
+            view = view[take:]
+        if view:
+            self.buffer += view
+        self._drain(actions)
 
     def close(self) -> None:
         if self.logged > MAX_LOG_LINES and self.service.log is not None:
@@ -123,9 +136,13 @@ class GetfileConnection:
 
     # -- reading requests -------------------------------------------------------------------------
     def _drain(self, actions: list[Action]) -> None:
-        """Answer every complete request in the buffer, feeding upload bodies as they come."""
+        """Answer the complete requests in the buffer, feeding upload bodies as they come, until
+        ``ANSWER_BUDGET`` is spent: then the rest waits for those answers to leave."""
         buffer = self.buffer
         while buffer and not self.done:
+            if self.batch_bytes >= ANSWER_BUDGET:
+                actions.append(Wait(0, self._resume))
+                return
             if self.upload is not None:
                 # A copy (only of body bytes that came in the same read as the PUT1 line): no view
                 # of the buffer may outlive this call, or resizing it would fail.
@@ -211,7 +228,9 @@ class GetfileConnection:
         if legacy:
             self._finish(actions)  # the chapter's client stores whatever arrives: send it nothing
             return
-        actions.append(Send(format_error(code, message)))
+        answer = format_error(code, message)
+        self.batch_bytes += len(answer)
+        actions.append(Send(answer))
         if code in FATAL:
             self._finish(actions)
 
@@ -255,7 +274,7 @@ class GetfileConnection:
                     raise Refused(ErrorCode.INTERNAL, f"{request.path} shrank while being read; try again")
                 os.close(fd)
                 fd = -1
-                self._charge(len(header) + count)
+                self.batch_bytes += len(header) + count
                 actions.append(Send(header + body))
                 return
             file = self.transfers.hand_over(fd)
@@ -265,6 +284,7 @@ class GetfileConnection:
         finally:
             if fd >= 0:
                 os.close(fd)
+        self.batch_bytes += len(header) + count
         actions.append(Send(header))
         actions.append(SendFile(file, offset, count))
 
@@ -301,7 +321,7 @@ class GetfileConnection:
                 answer = list_directory(walk, shown) if isinstance(request, List) else list_tree(walk, shown)
             except OSError as exc:  # the directory vanished or descriptors ran out mid-listing
                 raise refusal_for(exc, shown) from None
-        self._charge(len(answer))
+        self.batch_bytes += len(answer)
         actions.append(Send(answer))
 
     def _begin_upload(self, request: Put, actions: list[Action]) -> None:
@@ -340,12 +360,6 @@ class GetfileConnection:
         self.transfers.end()
         actions.append(Send(answer))
 
-    # -- bounds ----------------------------------------------------------------------------------
-    def _charge(self, size: int) -> None:
-        self.batch_bytes += size
-        if self.batch_bytes > MAX_BATCH_BYTES:
-            raise Refused(ErrorCode.BUSY, "too many answers requested at once; wait for answers before "
-                                          "sending more requests")
 
 _VERBS = (b"GET1 ", b"LIST1 ", b"TREE1 ", b"PUT1 ", b"AUTH1 ")
 

@@ -4,8 +4,8 @@ Rule: a connection takes one slot (``--max-transfers``) when its first transfer 
 it back when its last one ends, whatever speaks on it -- getfile's own requests or HTTP's (both
 use this class, so both obey the same bounds). A file handed to the model is a ``TrackedFile``
 whose ``close`` (the model's, once the bytes are sent or the connection is gone) ends its
-transfer. At most ``MAX_QUEUED_FILES`` transfers per connection: that bounds the descriptors a
-client pipelining many requests can pin; past it, and past the server's slots, ``Refused(BUSY)``.
+transfer. Past the server's slots: ``Refused(BUSY)``. (A connection has one file open at a time:
+pipelined requests are answered one at a time, connection.py.)
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from sockkit.services.getfile.slots import Slot, Slots
 #: Bodies up to this size are read and sent with their header in one write (one syscall for
 #: small files instead of send + sendfile); larger ones go to the model as a zero-copy SendFile.
 INLINE_BODY = 64 * 1024
-#: Files handed to the model and not yet sent, per connection (a client keeps at most this many in flight).
-MAX_QUEUED_FILES = 32
+#: Answer bytes made from requests already read before the rest wait for them to leave (a file
+#: counts its size), by getfile's requests and HTTP's alike: small answers still go out many to a
+#: send, and a client that pipelines and never reads holds one pause's worth. The engine's
+#: HIGH_WATER, past which it holds input back, is the same figure.
+ANSWER_BUDGET = 64 * 1024
 
 
 class TrackedFile(io.FileIO):
@@ -53,9 +56,6 @@ class Transfers:
 
     def begin(self) -> None:
         """Count one more transfer, taking the server-wide slot if it is the first; raises Refused."""
-        if self.queued >= MAX_QUEUED_FILES:
-            raise Refused(ErrorCode.BUSY, f"more than {MAX_QUEUED_FILES} transfers in flight on one connection; "
-                                          "wait for answers before sending more requests")
         if self.queued == 0 and self.slot is None:
             try:
                 slot = self.slots.acquire()

@@ -6,9 +6,10 @@ Rules:
   with h11's status hint and the connection closes; a request with both Content-Length and
   Transfer-Encoding (the shape of request smuggling) is refused too, as RFC 9112 6.3 permits.
 - Requests are answered in order, each answer complete before the next request is looked at
-  (h11's cycle). Pipelined requests are answered from one read until ``MAX_BATCH_BYTES`` of
-  answers or ``MAX_PIPELINED`` answers; then the connection closes after what was answered, and
-  the client retries the rest, as HTTP/1.1 clients do.
+  (h11's cycle). Pipelined requests are answered one at a time, as getfile's are: once
+  ``ANSWER_BUDGET`` bytes of answers (a file counts its size) are made, the rest stays in h11's
+  buffer behind a ``Wait(0, then)`` until those answers are out; a client that pipelines and
+  never reads costs the server one answer.
 - ``receive`` never raises: any failure is one error answer (when one can still be sent) and a
   close, logged once with the client's address.
 - Files go to the model as SendFile (zero-copy), counted against the same transfer slots as
@@ -23,7 +24,7 @@ import contextlib
 import h11
 
 from sockkit.protocols.getfile import ErrorCode
-from sockkit.services.actions import CLOSE, Action, Peer, Send, SendFile
+from sockkit.services.actions import CLOSE, Action, Peer, Send, SendFile, Wait
 from sockkit.services.getfile.http.access import CHALLENGES, from_elsewhere, presented_token
 from sockkit.services.getfile.http.answers import REASONS, Answer, Request, error_answer, status_for
 from sockkit.services.getfile.http.resources import serve_read
@@ -31,13 +32,10 @@ from sockkit.services.getfile.http.target import BadTarget, parse_target
 from sockkit.services.getfile.http.uploads import FormSink, PutSink, UploadRefused
 from sockkit.services.getfile.root import Refused
 from sockkit.services.getfile.throttle import Throttled
-from sockkit.services.getfile.transfers import Transfers
+from sockkit.services.getfile.transfers import ANSWER_BUDGET, Transfers
 
 #: Largest request head (request line and headers) h11 will buffer: nginx's default large buffers hold 4 x 8 KiB.
 MAX_HEAD = 32 * 1024
-#: Answer bytes produced in memory from one read, and answers to pipelined requests from one read.
-MAX_BATCH_BYTES = 4 << 20
-MAX_PIPELINED = 128
 #: Log lines per connection; past it refusals are counted and summed up in one line at close.
 MAX_LOG_LINES = 20
 ALLOWED_READ = ("GET", "HEAD")
@@ -81,12 +79,20 @@ class HttpConnection:
         return not self.closed and self.h11.their_state is h11.IDLE and bool(self.h11.trailing_data[0])
 
     def receive(self, data: bytes) -> list[Action]:
+        return self._answering(data)
+
+    def _resume(self) -> list[Action]:
+        """``Wait.then``: the answers before are out; answer the next requests already read."""
+        return self._answering(None)
+
+    def _answering(self, data: bytes | None) -> list[Action]:
         if self.closed:
             return []
         actions: list[Action] = []
         self.batch = 0
         try:
-            self.h11.receive_data(data)
+            if data is not None:
+                self.h11.receive_data(data)
             self._events(actions)
         except h11.RemoteProtocolError as exc:
             self._fail(actions, exc.error_status_hint, f"bad request: {exc}")
@@ -105,22 +111,20 @@ class HttpConnection:
     # -- events ---------------------------------------------------------------------------------
     def _events(self, actions: list[Action]) -> None:
         conn = self.h11
-        answered = 0
         while not self.closed:
             event = conn.next_event()
             if event is h11.NEED_DATA:
                 return
             if event is h11.PAUSED:
                 if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-                    if answered >= MAX_PIPELINED or self.batch > MAX_BATCH_BYTES:
-                        self._close(actions)  # enough for one read: the client retries the rest
+                    if self.batch >= ANSWER_BUDGET and conn.trailing_data[0]:
+                        actions.append(Wait(0, self._resume))  # the next request once these answers are out
                         return
                     conn.start_next_cycle()
                     continue
                 return
             kind = type(event)
             if kind is h11.Request:
-                answered += 1
                 self._request(event, actions)
             elif kind is h11.Data:
                 if self.sink is not None:
@@ -242,6 +246,7 @@ class HttpConnection:
                         pending.clear()
                     for piece in conn.send_with_data_passthrough(h11.Data(data=_Span(part))):
                         if type(piece) is _Span:
+                            self.batch += piece.action.count
                             actions.append(piece.action)
                         else:
                             pending += piece
