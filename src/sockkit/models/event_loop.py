@@ -13,6 +13,13 @@ buffer is empty, waiting for writability on a ``dup`` of its descriptor (the loo
 a descriptor a transport owns); uvloop has no ``loop.sendfile`` (uvloop#228), and one path for both
 loops reports progress as it goes. Under TLS the bytes are encrypted in user space: chunked reads
 written under flow control.
+
+TLS listeners are not ``create_server(ssl=...)``: that makes the protocol only once a handshake is
+over, so connections still in one counted against nothing (2,000 silent ones held 2,000 descriptors
+past ``--max-connections 16``). Their accept loop is ours (``TlsAcceptor``): each connection is
+counted at accept, then handshaken (``connect_accepted_socket``) within the request deadline. One
+past the limit is closed at once: no busy line can be read before a handshake, and doing one would
+cost what the limit is there to bound.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 
 from sockkit.catalog import uvloop_installed
 from sockkit.lifecycle import peer_of
-from sockkit.models.accept import AcceptThrottle
+from sockkit.models.accept import REFUSE_SECONDS, TLS_REFUSERS, AcceptThrottle, refuse
 from sockkit.models.engine import CLOSED, HIGH_WATER, LINGERING, Engine, open_engine, sweep_period
 from sockkit.models.settings import Server
 from sockkit.net import BACKLOG
@@ -35,15 +43,22 @@ FILE_CHUNK = 1 << 20
 #: fast as loopback never makes the socket block, so without a bound one transfer would starve
 #: every other connection. 4 MiB is the largest socket send buffer here (net.ipv4.tcp_wmem).
 SENDFILE_SLICE = 4 << 20
+#: Clients a TLS listener accepts per wake-up, so a connect storm cannot starve the others.
+ACCEPTS_PER_WAKE = 64
 
 
 class Link(asyncio.Protocol):
     """One connection: its transport and its engine."""
 
-    __slots__ = ("again", "drain", "engine", "hub", "reading", "sending", "syncing", "timer", "timer_at", "transport")
+    __slots__ = ("again", "counted", "drain", "engine", "handshake", "hub", "reading", "sending", "syncing", "timer",
+                 "timer_at", "transport")
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, counted: bool = False) -> None:
         self.hub = hub
+        #: Counted in ``hub.links`` already, at accept (TLS: before its handshake) ...
+        self.counted = counted
+        #: ... and the task doing that handshake (until it is done, ``engine`` is None).
+        self.handshake: asyncio.Task | None = None
         self.transport: asyncio.Transport | None = None
         self.engine: Engine | None = None
         self.reading = True
@@ -61,7 +76,7 @@ class Link(asyncio.Protocol):
         self.transport = transport
         hub = self.hub
         transport.set_write_buffer_limits(high=HIGH_WATER)
-        if len(hub.links) >= hub.server.limits.max_connections:
+        if not self.counted and len(hub.links) >= hub.server.limits.max_connections:
             reply = hub.server.service.busy_reply()
             if reply:
                 transport.write(reply)
@@ -191,6 +206,8 @@ class Link(asyncio.Protocol):
         byte handed to the kernel. What may remain is the linger or TLS's close_notify exchange, and
         a peer that never answers must not hold the stop until the drain deadline."""
         engine = self.engine
+        if engine is None:
+            return True  # still in its TLS handshake: nothing of ours to finish (the cut ends it)
         return (engine.state is LINGERING or engine.state is CLOSED) and not self.transport.get_write_buffer_size()
 
     # -- files -----------------------------------------------------------------------------------
@@ -286,6 +303,98 @@ class Link(asyncio.Protocol):
                 transport.set_write_buffer_limits(high=HIGH_WATER)
 
 
+class _Busy(asyncio.Protocol):
+    """A refused TLS client: the busy line, then close_notify."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+
+    def connection_made(self, transport) -> None:
+        if self.reply:
+            transport.write(self.reply)
+        transport.close()
+
+
+class TlsAcceptor:
+    """The accept loop of a TLS listener: every connection counts against ``--max-connections`` from
+    accept, and its handshake must end within the request deadline (asyncio's own ``ssl=`` server
+    would count it only after)."""
+
+    def __init__(self, hub: Hub, listener: socket.socket) -> None:
+        self.hub = hub
+        self.listener = listener
+        self.throttle = AcceptThrottle(hub.server.log)
+        self.muted = False
+        self.refusing = 0  # busy lines going out inside TLS sessions
+        hub.loop.add_reader(listener.fileno(), self.accept)
+
+    def accept(self) -> None:
+        hub = self.hub
+        for _ in range(ACCEPTS_PER_WAKE):
+            try:
+                sock, _address = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                pause = self.throttle.failed(exc)
+                if pause:  # out of descriptors: stop watching briefly instead of spinning
+                    self.close()
+                    self.muted = True
+                    hub.loop.call_later(pause, self._unmute)
+                return
+            if len(hub.links) >= hub.server.limits.max_connections:
+                self.refuse(sock)
+                continue
+            link = Link(hub, counted=True)
+            hub.links.add(link)
+            link.handshake = hub.loop.create_task(self._handshake(link, sock))
+
+    async def _handshake(self, link: Link, sock: socket.socket) -> None:
+        hub = self.hub
+        try:
+            await hub.loop.connect_accepted_socket(lambda: link, sock, ssl=hub.server.limits.tls,
+                                                   ssl_handshake_timeout=hub.server.limits.request_timeout)
+        except Exception:  # a timeout, a bad hello, a reset: this client only, without a word
+            hub.links.discard(link)
+            sock.close()
+        except asyncio.CancelledError:
+            hub.links.discard(link)
+            sock.close()
+            raise
+
+    def refuse(self, sock: socket.socket) -> None:
+        """Past the limit: the busy line inside a TLS session, as the thread models say it (at most
+        TLS_REFUSERS at once, each within REFUSE_SECONDS); past them in plain text, at once."""
+        reply = self.hub.server.service.busy_reply()
+        if self.refusing >= TLS_REFUSERS:
+            refuse(sock, reply)
+            return
+        self.refusing += 1
+        self.hub.loop.create_task(self._refuse_over_tls(sock, reply))
+
+    async def _refuse_over_tls(self, sock: socket.socket, reply: bytes) -> None:
+        try:
+            await self.hub.loop.connect_accepted_socket(lambda: _Busy(reply), sock, ssl=self.hub.server.limits.tls,
+                                                        ssl_handshake_timeout=REFUSE_SECONDS)
+        except Exception:  # a client that cannot finish a handshake in time is refused all the same
+            sock.close()
+        finally:
+            self.refusing -= 1
+
+    def _unmute(self) -> None:
+        if self.muted and self.listener.fileno() >= 0:
+            self.muted = False
+            self.hub.loop.add_reader(self.listener.fileno(), self.accept)
+
+    def close(self) -> None:
+        if self.listener.fileno() >= 0:
+            self.hub.loop.remove_reader(self.listener.fileno())
+
+    def stop(self) -> None:
+        self.close()
+        self.listener.close()
+
+
 class Hub:
     """What all links of one event loop share: the server, the loop and the live connections."""
 
@@ -300,18 +409,25 @@ class Hub:
     def sweep(self) -> None:
         now = self.loop.time()
         for link in list(self.links):
-            link.sweep(now)
+            if link.engine is not None:  # (a TLS handshake has its own deadline)
+                link.sweep(now)
 
     def stop(self) -> None:
         self.accepting = False
         for link in list(self.links):
+            if link.engine is None:
+                continue  # in its TLS handshake: it has said nothing yet
             link.engine.stop()
             if not link.transport.is_closing():
                 link._sync()
 
     def cut(self) -> None:
         for link in list(self.links):
-            link.transport.abort()
+            if link.engine is None:
+                if link.handshake is not None:
+                    link.handshake.cancel()
+            else:
+                link.transport.abort()
 
 
 async def serve_async(server: Server) -> None:
@@ -332,11 +448,14 @@ async def serve_async(server: Server) -> None:
     for _ in range(server.stop.requested):
         on_signal()  # a signal that came while the loop was starting must not be lost
     limits = server.limits
-    servers = []
+    servers: list = []
     for listener in server.listeners:
         listener.setblocking(False)
-        servers.append(await loop.create_server(lambda: Link(hub), sock=listener, backlog=BACKLOG, ssl=limits.tls,
-                                                ssl_handshake_timeout=limits.request_timeout if limits.tls else None))
+        if limits.tls is not None:
+            listener.listen(BACKLOG)
+            servers.append(TlsAcceptor(hub, listener))
+        else:
+            servers.append(await loop.create_server(lambda: Link(hub), sock=listener, backlog=BACKLOG))
     period = sweep_period(limits)
 
     async def sweeper() -> None:
@@ -347,7 +466,10 @@ async def serve_async(server: Server) -> None:
     sweeping = loop.create_task(sweeper())
     await stopped.wait()
     for srv in servers:
-        srv.close()
+        if isinstance(srv, TlsAcceptor):
+            srv.stop()
+        else:
+            srv.close()
     hub.stop()
     deadline = loop.time() + limits.drain_seconds
     while any(not link.settled for link in hub.links) and loop.time() < deadline and signals["count"] < 2:
