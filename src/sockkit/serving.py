@@ -105,7 +105,7 @@ def plan(service: Service, *, model: str | None = None, host: str = "127.0.0.1",
     if refused:
         raise ValueError(refused)
     chosen_cpus = affinity.choose(cpus, configured, tls=tls is not None)
-    trusted = proxies(proxy_protocol, trusted_proxies, tls is not None)
+    trusted = proxies(proxy_protocol, trusted_proxies)
     hosts = [listener.getsockname()[0] for listener in inherited] or [host]
     exposed = next((address for address in hosts if not is_loopback(address)), None)
     if exposed is not None and tls is None:
@@ -148,15 +148,12 @@ def check_limits(limits: dict[str, Any]) -> None:
         raise ValueError(f"{option} must be {bound}, not {value!r}")
 
 
-def proxies(proxy_protocol: bool, trusted_proxies: Iterable[str] | None, tls: bool) -> TrustedProxies | None:
+def proxies(proxy_protocol: bool, trusted_proxies: Iterable[str] | None) -> TrustedProxies | None:
     """Who may send PROXY headers (``--proxy-protocol``), or None; ValueError says why not."""
     if not proxy_protocol:
         if trusted_proxies:
             raise ValueError("--trusted-proxy says who may send PROXY headers: it needs --proxy-protocol")
         return None
-    if tls:
-        raise ValueError("--proxy-protocol with TLS is not supported yet (the header comes before the TLS "
-                         "handshake): terminate TLS at the balancer, or serve without --proxy-protocol")
     return TrustedProxies.parse(trusted_proxies)
 
 

@@ -6,13 +6,16 @@ the header's client; ``sockkit proxy --send-proxy-v2`` in front gives the real c
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
+import ssl
 import subprocess
 import time
 
 import pytest
 
+from sockkit.catalog import models_where
 from sockkit.protocols.proxy_header import Endpoint, format_v1, format_v2
 from sockkit.testing import read_line, running, sockkit_command
 
@@ -103,11 +106,85 @@ def test_a_header_not_whole_within_the_request_deadline_is_closed_and_logged(mod
             "closed") in err, err
 
 
-def test_proxy_protocol_with_tls_is_refused_clearly(certificate):
+TLS_MODELS = models_where(tls=True)
+
+
+def tls_exchange(port: int, cert, header: bytes, message: bytes = b"hi\n") -> bytes:
+    """HAProxy's send-proxy-v2 + ssl: the header in clear, then the TLS handshake, then the request."""
+    context = ssl.create_default_context(cafile=str(cert))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(header)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(message)
+            return read_line(sock)
+
+
+@pytest.mark.parametrize("model", TLS_MODELS)
+def test_proxy_protocol_with_tls_the_header_comes_in_clear_before_the_handshake(model, certificate):
+    """v2 and v1 (the v1 header and the client's hello in one segment, too): the client's answer
+    comes over TLS and the log names the header's client; a bad header is refused before any TLS."""
     cert, key = certificate
-    done = subprocess.run(sockkit_command("serve", "echo", "--port", "0", "--proxy-protocol", "--tls-cert", str(cert),
-                                          "--tls-key", str(key)), capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2 and "--proxy-protocol with TLS is not supported" in done.stderr
+    with running("echo", "--model", model, "--port", "0", "--proxy-protocol", "--workers", "2",
+                 "--tls-cert", str(cert), "--tls-key", str(key)) as server:
+        assert tls_exchange(server.port, cert, format_v2(CLIENT_A, FRONT)) == b"Echo=>hi\n"
+        assert tls_exchange(server.port, cert, format_v1(CLIENT_B, FRONT), b"again\n") == b"Echo=>again\n"
+        assert bad_connection(server.port, b"\x16\x03\x01\x00\x05hello") == b""  # a hello with no header
+        server.wait_for_log(r"connected by \('192\.0\.2\.7', 4242\)")
+        server.wait_for_log(r"connected by \('198\.51\.100\.9', 5151\)")
+        assert not [line for line in server.lines if "connected by ('127.0.0.1'" in line]
+
+
+HAPROXY = "/usr/sbin/haproxy"
+
+
+@pytest.mark.skipif(not os.path.exists(HAPROXY), reason=f"{HAPROXY} is not installed (Debian package haproxy)")
+@pytest.mark.parametrize("model", ["thread", "asyncio", "uvloop"])
+def test_haproxy_send_proxy_v2_with_ssl_to_a_tls_server(model, certificate, tmp_path):
+    """A real outside peer: Debian's HAProxy in TCP mode, ``send-proxy-v2 ssl`` to a TLS sockkit
+    server (the header in clear, then HAProxy's own TLS handshake). The client, in clear to HAProxy,
+    gets its echo, and the server logs the client's own port, not HAProxy's."""
+    cert, key = certificate
+    with running("echo", "--model", model, "--port", "0", "--proxy-protocol", "--tls-cert", str(cert),
+                 "--tls-key", str(key)) as server:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            front = probe.getsockname()[1]
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(f"""global
+    maxconn 100
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend echo
+    bind 127.0.0.1:{front}
+    default_backend servers
+backend servers
+    server s1 127.0.0.1:{server.port} send-proxy-v2 ssl verify required ca-file {cert} sni str(localhost)
+""")
+        haproxy = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    sock = socket.create_connection(("127.0.0.1", front), timeout=10)
+                    break
+                except ConnectionRefusedError:
+                    assert time.monotonic() < deadline and haproxy.poll() is None, "haproxy did not start"
+                    time.sleep(0.05)
+            with sock:
+                sock.sendall(b"through haproxy\n")
+                assert read_line(sock) == b"Echo=>through haproxy\n"
+                mine = sock.getsockname()[1]
+            server.wait_for_log(re.escape(f"connected by ('127.0.0.1', {mine})"))
+        finally:
+            haproxy.terminate()
+            haproxy.communicate(timeout=10)
+
+
+def test_proxy_protocol_needs_its_option():
     done = subprocess.run(sockkit_command("serve", "echo", "--port", "0", "--trusted-proxy", "10.0.0.1"),
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "it needs --proxy-protocol" in done.stderr

@@ -161,7 +161,8 @@ def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceS
     parser.add_argument("--proxy-protocol", action="store_true",
                         help="every connection starts with a PROXY protocol header (v1 or v2, as HAProxy's "
                              "send-proxy/send-proxy-v2 writes it) naming the real client, which the log and the "
-                             "service then see; a connection without a valid one is closed and logged")
+                             "service then see; a connection without a valid one is closed and logged. With --tls-cert "
+                             "the header comes in clear before the TLS handshake (HAProxy's send-proxy-v2 ssl)")
     parser.add_argument("--trusted-proxy", action="append", metavar="ADDR[/PREFIX]",
                         help="with --proxy-protocol: who may send the header, repeatable (default: loopback only); "
                              "a connection from anywhere else is closed at once and logged")

@@ -107,8 +107,11 @@ def serve_connection(sock: socket.socket, peer: Peer, server: Server, tracker: T
     tracker.live.add(sock)  # (the thread model counted it at accept already)
     engine = open_engine(server, peer, time.monotonic)
     try:
-        if server.limits.tls is not None:
+        if engine.awaiting_tls:
+            read_preface_in_clear(sock, engine, tracker)
+        if server.limits.tls is not None and engine.state is OPEN:
             sock = handshake(sock, server, tracker)
+            engine.secured()
         # Blocking socket, timeouts kept by the kernel: Python's own settimeout() polls before every
         # recv and send (strace: a poll and extra futex hand-offs per request, 2x the CPU).
         sock.settimeout(None)
@@ -178,6 +181,41 @@ def first_read(sock: socket.socket, engine: Engine, tracker: Tracker, timeout: T
     reply = engine.received(data)
     if reply:
         sock.sendall(reply)
+
+
+#: Most bytes a preface may take before the TLS handshake (a PROXY v2 header with its TLVs: 4 KiB).
+PEEK_SIZE = 4096
+
+
+def read_preface_in_clear(sock: socket.socket, engine: Engine, tracker: Tracker) -> None:
+    """The preface before a TLS handshake (rule 7), read to its last byte and not one more: each read
+    peeks, and only what the preface took is then taken off the socket, so the handshake finds its
+    hello where TLS expects it. Ends with the engine wanting the handshake, or not open (refused,
+    closed, a deadline: ``converse`` then carries out its end on the plain socket)."""
+    timeout = Timeout(sock)
+    while engine.state is OPEN and engine.preface is not None:
+        tracker.fresh.add(sock)  # then check ``stopping``: the order Tracker.stop relies on
+        try:
+            if tracker.stopping and not engine.stopping:
+                engine.stop()
+                if engine.state is not OPEN:
+                    return
+            timeout.set(engine.read_timeout(time.monotonic()))
+            try:
+                peeked = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+            except TimeoutError:
+                if not engine.grace_until:
+                    raise
+                engine.timer(time.monotonic())
+                continue
+        finally:
+            tracker.fresh.discard(sock)
+        if tracker.stopping and not engine.stopping:
+            engine.stop()
+        engine.received(peeked)
+        taken = len(peeked) - len(engine.tls_rest) if engine.wants_handshake else len(peeked)
+        if peeked and engine.state is OPEN:
+            sock.recv(taken, socket.MSG_WAITALL)  # bytes already there: the preface's, dropped
 
 
 def carry_out(sock: socket.socket, engine: Engine, tracker: Tracker, timeout: Timeout) -> bool:

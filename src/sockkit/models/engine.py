@@ -53,7 +53,10 @@ Rules kept here, each in one place:
    deadline (counted from accept) all wait for it. ``Server.preface`` makes one per connection from
    the accepted TCP peer (a ValueError refuses that peer before a byte is read). A connection that
    is refused, or ends without a whole preface (its close, a reset, the request deadline, the
-   server stopping), is closed and logged (``Log.refused``: at most a line a second).
+   server stopping), is closed and logged (``Log.refused``: at most a line a second). Under TLS
+   the preface comes in clear before the handshake (HAProxy's ``send-proxy-v2`` + ``ssl``): once it
+   is whole the engine waits (``awaiting_tls``; ``tls_rest`` the bytes read past it, the start of
+   the handshake) until the adapter has done the handshake and calls ``secured()``.
 """
 
 from __future__ import annotations
@@ -117,7 +120,8 @@ def open_engine(server: Server, peer: Peer, clock: Callable[[], float]) -> Engin
         engine = Engine(server.service, peer, server.log, server.limits, clock, preface=_REFUSED)
         engine._preface_failed(str(exc))
         return engine
-    return Engine(server.service, peer, server.log, server.limits, clock, preface=preface)
+    return Engine(server.service, peer, server.log, server.limits, clock, preface=preface,
+                  tls_after_preface=server.limits.tls is not None)
 
 
 class _Refused:
@@ -143,6 +147,7 @@ class Engine:
 
     __slots__ = (
         "aborted",
+        "awaiting_tls",
         "backlog",
         "clock",
         "conn",
@@ -180,11 +185,16 @@ class Engine:
         "spoke",
         "state",
         "stopping",
+        "tls_rest",
     )
 
     def __init__(self, service: Service, peer: Peer, log: Log, limits: Limits, clock: Callable[[], float], *,
-                 preface: Preface | None = None) -> None:
+                 preface: Preface | None = None, tls_after_preface: bool = False) -> None:
         self.service = service
+        #: The preface is followed by a TLS handshake the adapter does (rule 7): True until ``secured()``
+        #: (``wants_handshake`` once the preface is whole); ``tls_rest``: what was read past the preface.
+        self.awaiting_tls = tls_after_preface
+        self.tls_rest = b""
         self.peer = peer
         self.log = log
         self.clock = clock
@@ -381,10 +391,17 @@ class Engine:
     def wants_read(self) -> bool:
         state = self.state
         if state is OPEN:
-            return (self.ready or self.preface is not None) and not self.eof
+            return (self.ready or self.preface is not None) and not self.eof and not (self.awaiting_tls
+                                                                                    and self.preface is None)
         if state is CLOSED:
             return False
         return not (self.eof or self.flooded)
+
+    @property
+    def wants_handshake(self) -> bool:
+        """The preface is whole and TLS comes next: the adapter hands ``tls_rest`` (and the socket's
+        unread bytes) to a TLS handshake, then calls ``secured()``."""
+        return self.awaiting_tls and self.preface is None and self.state is OPEN
 
     @property
     def fresh(self) -> bool:
@@ -465,10 +482,22 @@ class Engine:
             return
         peer, rest = done
         self.preface = None
+        if self.awaiting_tls:
+            self.peer, self.tls_rest = peer, rest  # the handshake's: the service starts once secured()
+            return
         self.request_began = 0.0
         self._open(peer)
         if rest:
             self.inbox += rest
+
+    def secured(self) -> None:
+        """The adapter's TLS handshake after the preface is done: the service starts (rule 7)."""
+        self.awaiting_tls = False
+        self.tls_rest = b""
+        self.request_began = 0.0
+        if self.state is OPEN:
+            self._open(self.peer)
+        self._settle()
 
     def _preface_ended(self, why: str) -> None:
         name = getattr(self.preface, "name", "preface")
@@ -490,6 +519,8 @@ class Engine:
         if self.preface is not None:
             self._preface_ended("the server stopped before its header was complete")
             self._abort()
+        elif self.awaiting_tls and self.state is OPEN:
+            self._abort()  # its TLS handshake did not come in the grace
 
     def _give(self, data: bytes, *, fin: bool = True) -> None:
         if data and not self.spoke:

@@ -19,7 +19,8 @@ over, so connections still in one counted against nothing (2,000 silent ones hel
 past ``--max-connections 16``). Their accept loop is ours (``TlsAcceptor``): each connection is
 counted at accept, then handshaken (``connect_accepted_socket``) within the request deadline. One
 past the limit is closed at once: no busy line can be read before a handshake, and doing one would
-cost what the limit is there to bound.
+cost what the limit is there to bound. With a preface (``--proxy-protocol``) the listener is a plain
+one: the header comes in clear, and the Link starts TLS on its transport once it is whole (``_secure``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ import contextlib
 import os
 import signal
 import socket
+from asyncio import sslproto
 
 from sockkit.catalog import uvloop_installed
 from sockkit.lifecycle import peer_of
 from sockkit.models.accept import REFUSE_SECONDS, TLS_REFUSERS, AcceptThrottle, refuse
-from sockkit.models.engine import CLOSED, HIGH_WATER, LINGERING, Engine, open_engine, sweep_period
+from sockkit.models.engine import CLOSED, HIGH_WATER, LINGERING, OPEN, Engine, open_engine, sweep_period
 from sockkit.models.settings import Server
 from sockkit.net import BACKLOG
 
@@ -50,8 +52,8 @@ ACCEPTS_PER_WAKE = 64
 class Link(asyncio.Protocol):
     """One connection: its transport and its engine."""
 
-    __slots__ = ("again", "counted", "drain", "engine", "handshake", "hub", "reading", "sending", "syncing", "timer",
-                 "timer_at", "transport")
+    __slots__ = ("again", "counted", "drain", "engine", "handshake", "hub", "reading", "securing", "sending", "syncing",
+                 "timer", "timer_at", "transport")
 
     def __init__(self, hub: Hub, counted: bool = False) -> None:
         self.hub = hub
@@ -70,6 +72,8 @@ class Link(asyncio.Protocol):
         #: asks the running one to go round again.
         self.syncing = False
         self.again = False
+        #: The TLS handshake after a preface is under way (``_secure``).
+        self.securing = False
 
     # -- transport callbacks ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -90,6 +94,52 @@ class Link(asyncio.Protocol):
             self.engine.stop()
         self._sync()
 
+    # -- a preface before TLS (rule 7) -------------------------------------------------------------
+    def _secure(self) -> None:
+        """The preface came in clear and is whole: TLS from here on the same transport. What the
+        transport read past the preface (``tls_rest``: the client's hello, often in the same segment)
+        goes into the TLS protocol before anything else -- what ``loop.start_tls`` cannot do, so this
+        is start_tls's own sequence, with asyncio's SSLProtocol, under both loops."""
+        hub, plain, engine = self.hub, self.transport, self.engine
+        limits = hub.server.limits
+        self.securing = True
+        plain.pause_reading()
+        self.reading = False
+        waiter = hub.loop.create_future()
+        tls = sslproto.SSLProtocol(hub.loop, self, limits.tls, waiter, server_side=True, call_connection_made=False,
+                                   ssl_handshake_timeout=limits.request_timeout)
+        plain.set_protocol(tls)
+        tls.connection_made(plain)
+        rest = memoryview(engine.tls_rest)
+        while rest:
+            buffer = tls.get_buffer(len(rest))
+            count = min(len(buffer), len(rest))
+            buffer[:count] = rest[:count]
+            tls.buffer_updated(count)
+            rest = rest[count:]
+        plain.resume_reading()
+        hub.loop.create_task(self._secured(waiter, tls, plain))
+
+    async def _secured(self, waiter: asyncio.Future, tls: sslproto.SSLProtocol, plain) -> None:
+        try:
+            await waiter
+        except (OSError, RuntimeError):  # a failed or late handshake (ssl.SSLError, TimeoutError), a reset
+            plain.abort()
+            self.connection_lost(None)  # (SSLProtocol tells the app only of a connection it made)
+            return
+        if self.engine.state is not OPEN:
+            plain.abort()
+            self.connection_lost(None)
+            return
+        # (Bytes that came with the handshake's last flight reached data_received already: the engine
+        # kept them, and gives them to the service once it starts.)
+        secured = tls._app_transport  # what loop.start_tls returns
+        self.transport = secured
+        secured.set_write_buffer_limits(high=HIGH_WATER)
+        self.reading = True
+        self.engine.secured()
+        self._sync()
+
     def data_received(self, data: bytes) -> None:
         engine = self.engine
         if engine.mirroring:  # the answer is the chunk itself (Connection.mirrors)
@@ -100,6 +150,9 @@ class Link(asyncio.Protocol):
         if reply:
             self.transport.write(reply)
             return
+        if engine.wants_handshake and not self.securing:
+            self._secure()
+            return
         self._sync()
 
     def eof_received(self) -> bool:
@@ -107,7 +160,9 @@ class Link(asyncio.Protocol):
             return False
         self.engine.received(b"")
         self._sync()
-        return True  # keep our side open until the engine has flushed and lingered
+        # Keep our side open until the engine has flushed and lingered -- where there is a side to keep:
+        # TLS cannot half-close (and asyncio's SSLProtocol warns of a True it must ignore).
+        return self.transport.can_write_eof()
 
     def connection_lost(self, exc) -> None:
         self.hub.links.discard(self)
@@ -175,7 +230,8 @@ class Link(asyncio.Protocol):
                 self.timer.cancel()
             self.timer = self.hub.loop.call_at(deadline, self._on_timer) if deadline else None
             self.timer_at = deadline
-        self._set_reading(engine.wants_read)
+        if not engine.awaiting_tls:  # (until the TLS after a preface is up, _secure decides)
+            self._set_reading(engine.wants_read)
 
     def _on_timer(self) -> None:
         self.timer, self.timer_at = None, 0.0
@@ -451,10 +507,12 @@ async def serve_async(server: Server) -> None:
     servers: list = []
     for listener in server.listeners:
         listener.setblocking(False)
-        if limits.tls is not None:
+        if limits.tls is not None and server.preface is None:
             listener.listen(BACKLOG)
             servers.append(TlsAcceptor(hub, listener))
         else:
+            # (With a preface under TLS the preface comes in clear: accepted plain, counted at accept
+            # like any plain connection, and the Link starts TLS once it is whole: _secure.)
             servers.append(await loop.create_server(lambda: Link(hub), sock=listener, backlog=BACKLOG))
     period = sweep_period(limits)
 
