@@ -126,3 +126,66 @@ def tls_handshake_flood(model: str, scale: Scale) -> Row:
     canary = f"canary served after {waited:.1f} s" if waited is not None else "canary NOT served in 8 s"
     return Row("tls-handshake-flood", model, f"{count} silent connections: sockets held +{held} (allowed "
                                              f"{allowed}), fds +{fds}, PSS +{pss:.1f} MiB; {canary}", ok)
+
+
+def _hello_then_silence(port: int, context: ssl.SSLContext) -> tuple[socket.socket, bool]:
+    """A client past the limit that finishes its TLS hello (if the server does one) and then neither
+    reads nor closes: (its socket, whether the handshake was done)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock = context.wrap_socket(raw, server_hostname="127.0.0.1", do_handshake_on_connect=False)
+    try:
+        sock.do_handshake()
+    except (OSError, ssl.SSLError):
+        return sock, False  # told busy in plain text
+    return sock, True
+
+
+@scenario("tls-refused-silent", "past --max-connections 1 (one TLS client holds it), 300 TLS clients (long: 2,000) "
+          "one after another finish their hello and then neither read nor close: the server holds at most 4 of "
+          "them (the refusals inside TLS, each closed within REFUSE_SECONDS + 1 s; per worker under prefork), the "
+          "rest are told busy in plain text; once the place is free a TLS canary is served", TLS_MODELS)
+def tls_refused_silent(model: str, scale: Scale) -> Row:
+    if not MODELS[model].concurrent:
+        return skip("tls-refused-silent", model, "one client at a time: nobody is refused (they wait in the backlog)")
+    count = scale.pick(300, 2000)
+    socks: list[socket.socket] = []
+    with _certificate() as made:
+        if made is None:
+            return skip("tls-refused-silent", model, "openssl command not installed")
+        cert, key = made
+        context = ssl.create_default_context(cafile=str(cert))
+        workers = ["--workers", "1"] if MODELS[model].workers else []
+        with running("echo", "--model", model, "--port", "0", "--quiet", "--tls-cert", str(cert), "--tls-key",
+                     str(key), "--max-connections", "1", "--request-timeout", "5", *workers) as server:
+            if model in WORKER_PROCESSES:
+                deadline = time.monotonic() + 10
+                while len(descendants(server.pid)) < 1 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.3)
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            first = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            socks.append(first)
+            first.sendall(b"hi\n")
+            holding = read_line(first) == b"Echo=>hi\n"
+            before = _sockets(server)
+            peak, handshaken = before, 0
+            try:
+                for turn in range(count):
+                    sock, done = _hello_then_silence(server.port, context)
+                    socks.append(sock)
+                    handshaken += done
+                    if turn % 25 == 0:
+                        peak = max(peak, _sockets(server))
+                time.sleep(0.5)
+                peak = max(peak, _sockets(server))
+                first.close()
+                waited = _canary(server.port, cert, 8.0)
+            finally:
+                while socks:
+                    socks.pop().close()
+    held = peak - before
+    allowed = 4 + 2  # TLS_REFUSERS (+ refusals closing)
+    ok = holding and held <= allowed and waited is not None
+    canary = f"canary served after {waited:.1f} s" if waited is not None else "canary NOT served in 8 s"
+    return Row("tls-refused-silent", model, f"{count} refused clients, {handshaken} given a TLS hello: sockets held "
+                                            f"+{held} (allowed {allowed}); {canary}", ok)

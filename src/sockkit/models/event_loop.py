@@ -18,9 +18,11 @@ TLS listeners are not ``create_server(ssl=...)``: that makes the protocol only o
 over, so connections still in one counted against nothing (2,000 silent ones held 2,000 descriptors
 past ``--max-connections 16``). Their accept loop is ours (``TlsAcceptor``): each connection is
 counted at accept, then handshaken (``connect_accepted_socket``) within the request deadline. One
-past the limit is closed at once: no busy line can be read before a handshake, and doing one would
-cost what the limit is there to bound. With a preface (``--proxy-protocol``) the listener is a plain
-one: the header comes in clear, and the Link starts TLS on its transport once it is whole (``_secure``).
+past the limit is refused as the blocking models refuse it (accept.py's ``Refuser``): the busy line
+inside TLS for ``TLS_REFUSERS`` at a time, each refusal over (closed, by an abort if need be) within
+``REFUSE_SECONDS`` + ``LINGER_SECONDS`` of its accept; past them the line in plain text, at once.
+With a preface (``--proxy-protocol``) the listener is a plain one: the header comes in clear, and
+the Link starts TLS on its transport once it is whole (``_secure``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from asyncio import sslproto
 from sockkit.catalog import uvloop_installed
 from sockkit.lifecycle import peer_of
 from sockkit.models.accept import REFUSE_SECONDS, TLS_REFUSERS, AcceptThrottle, refuse
-from sockkit.models.engine import CLOSED, HIGH_WATER, LINGERING, OPEN, Engine, open_engine, sweep_period
+from sockkit.models.engine import CLOSED, HIGH_WATER, LINGER_SECONDS, LINGERING, OPEN, Engine, open_engine, sweep_period
 from sockkit.models.settings import Server
 from sockkit.net import BACKLOG
 
@@ -360,15 +362,22 @@ class Link(asyncio.Protocol):
 
 
 class _Busy(asyncio.Protocol):
-    """A refused TLS client: the busy line, then close_notify."""
+    """A refused TLS client: the busy line, then close_notify; ``gone`` once the connection is."""
 
     def __init__(self, reply: bytes) -> None:
         self.reply = reply
+        self.gone = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport) -> None:
         if self.reply:
             transport.write(self.reply)
         transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        pass  # a request sent after the hello: dropped, as the blocking models' linger drops it
+
+    def connection_lost(self, exc) -> None:
+        _settle(self.gone)
 
 
 class TlsAcceptor:
@@ -429,12 +438,26 @@ class TlsAcceptor:
         self.hub.loop.create_task(self._refuse_over_tls(sock, reply))
 
     async def _refuse_over_tls(self, sock: socket.socket, reply: bytes) -> None:
+        """The refusal holds its place among the TLS_REFUSERS until its connection is gone: a closed
+        TLS transport waits up to 30 s (asyncio's ssl_shutdown_timeout) for the client's close_notify,
+        so a client that finished its hello and then went silent held a descriptor that long, and
+        300 of them one after another held 300 past --max-connections 1."""
+        loop = self.hub.loop
+        busy = _Busy(reply)
+        transport = None
         try:
-            await self.hub.loop.connect_accepted_socket(lambda: _Busy(reply), sock, ssl=self.hub.server.limits.tls,
-                                                        ssl_handshake_timeout=REFUSE_SECONDS)
+            transport, _ = await loop.connect_accepted_socket(lambda: busy, sock, ssl=self.hub.server.limits.tls,
+                                                              ssl_handshake_timeout=REFUSE_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(busy.gone), LINGER_SECONDS)
         except Exception:  # a client that cannot finish a handshake in time is refused all the same
             sock.close()
+        except asyncio.CancelledError:
+            sock.close()
+            raise
         finally:
+            if transport is not None and not busy.gone.done():
+                transport.abort()  # its close_notify did not come: our FIN (or a reset) now
             self.refusing -= 1
 
     def _unmute(self) -> None:
