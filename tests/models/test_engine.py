@@ -753,4 +753,23 @@ def test_the_engine_touches_no_socket_thread_or_clock() -> None:
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert not imported & {"socket", "select", "selectors", "asyncio", "threading", "time", "os", "ssl", "signal"}
-    assert imported <= {"__future__", "enum", "collections", "typing", "sockkit"}
+    assert imported <= {"__future__", "enum", "errno", "collections", "typing", "sockkit"}
+
+
+def test_a_file_that_fails_to_read_is_logged_once_and_a_socket_error_is_not() -> None:
+    """An EIO while sending a file is the file's: one line naming the client and the file; a broken
+    pipe is the client leaving: silent. Either ends the connection at once."""
+    import errno
+
+    for error, logged in ((OSError(errno.EIO, "Input/output error"), True),
+                          (BrokenPipeError(errno.EPIPE, "Broken pipe"), False)):
+        engine, _adapter, _conn, log = make(Script([[SendFile(TrackedFile(b"x" * 100), 0, 100, "dir/f.bin")]]))
+        engine.received(b"get")
+        assert engine.file is not None
+        engine.file_failed(error)
+        engine.file_failed(error)  # (a second report changes nothing)
+        assert engine.state is CLOSED and engine.aborted and engine.file is None
+        assert len(log.errors) == int(logged)
+        if logged:
+            assert "client ('127.0.0.1', 41234): reading 'dir/f.bin' failed at byte 0: Input/output error (EIO)" \
+                in log.errors[0]

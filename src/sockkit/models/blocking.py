@@ -369,6 +369,9 @@ def send_file(sock: socket.socket, engine: Engine) -> None:
             sent = os.sendfile(out, fd, engine.file_offset, min(engine.file_left, SENDFILE_MAX))
         except BlockingIOError:
             raise TimeoutError("client stopped reading") from None
+        except OSError as exc:
+            engine.file_failed(exc)  # logged if it is the file's (EIO), silent if the socket's
+            return
         if sent == 0:
             raise ConnectionError(f"file shrank while being sent ({engine.file_left} bytes short)")
         engine.file_sent(sent)

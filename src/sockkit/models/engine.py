@@ -62,6 +62,7 @@ Rules kept here, each in one place:
 from __future__ import annotations
 
 import enum
+import errno
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -80,6 +81,10 @@ HIGH_WATER = 64 * 1024
 LINGER_SECONDS = 1.0
 #: ... and how much of it we are willing to read.
 LINGER_BYTES = 1 << 20
+#: Errors of a file send that are the socket's (the client went away or stopped reading): silent.
+#: Any other (EIO from a failing disk, ...) is the file's, and logged.
+SOCKET_ERRNOS = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN,
+                           errno.ETIMEDOUT, errno.EAGAIN, errno.EHOSTUNREACH, errno.ENETUNREACH})
 #: How long a stop waits for a connection that has not spoken yet (rule 6): its request was sent an
 #: instant after our accept (through a balancer, header and request follow the connect at once).
 STOP_GRACE_SECONDS = 1.0
@@ -371,6 +376,18 @@ class Engine:
 
     def cut(self) -> None:
         """The drain deadline passed: end now."""
+        self.reset()
+
+    def file_failed(self, exc: OSError) -> None:
+        """Sending the file range raised ``exc``: the socket's errors end the connection silently, as
+        ``reset``; any other is the file's (an EIO from the disk) and is logged once, naming the client
+        and the file -- else the client only sees a short body and the server says nothing."""
+        file = self.file
+        if file is not None and self.state is not CLOSED and exc.errno is not None and exc.errno not in SOCKET_ERRNOS:
+            name = file.name or f"descriptor {file.file.fileno()}"
+            self.log.error(f"client {client_name(self.peer)}: reading {name!r} failed at byte {self.file_offset}: "
+                           f"{exc.strerror or repr(exc)} ({errno.errorcode.get(exc.errno, exc.errno)}); "
+                           "this connection is closed, the server goes on")
         self.reset()
 
     def release(self) -> None:

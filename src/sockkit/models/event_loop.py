@@ -276,7 +276,9 @@ class Link(asyncio.Protocol):
                 await self._sendfile_on_socket()
             else:
                 await self._write_file_chunks()
-        except (OSError, RuntimeError, asyncio.CancelledError):
+        except OSError as exc:
+            engine.file_failed(exc)  # logged if it is the file's (EIO), silent if the socket's
+        except (RuntimeError, asyncio.CancelledError):
             engine.reset()
         finally:
             self.sending = False

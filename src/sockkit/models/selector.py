@@ -251,8 +251,14 @@ class SelectServer:
                     if engine.out:
                         break  # the socket is full: watch for writability
                 elif engine.file is not None:
-                    sent = os.sendfile(channel.fd, engine.file.file.fileno(), engine.file_offset,
-                                       min(engine.file_left, SENDFILE_MAX))
+                    try:
+                        sent = os.sendfile(channel.fd, engine.file.file.fileno(), engine.file_offset,
+                                           min(engine.file_left, SENDFILE_MAX))
+                    except BlockingIOError:
+                        raise
+                    except OSError as exc:
+                        engine.file_failed(exc)  # logged if it is the file's (EIO), silent if the socket's
+                        break
                     if sent == 0:
                         raise ConnectionError("file shrank while being sent")
                     engine.file_sent(sent)

@@ -31,6 +31,8 @@ class SendFile:
     file: BinaryIO
     offset: int
     count: int
+    #: What the file is, for the server's log if reading it fails (the path the client asked for).
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

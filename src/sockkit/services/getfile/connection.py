@@ -286,7 +286,7 @@ class GetfileConnection:
                 os.close(fd)
         self.batch_bytes += len(header) + count
         actions.append(Send(header))
-        actions.append(SendFile(file, offset, count))
+        actions.append(SendFile(file, offset, count, request.path))
 
     def _serve_legacy(self, request: Legacy, actions: list[Action]) -> None:
         """The chapter's protocol: raw bytes of the file, then end of stream; errors: no bytes."""
@@ -311,7 +311,7 @@ class GetfileConnection:
         except OSError as exc:
             self._refuse(actions, ErrorCode.INTERNAL, exc.strerror or "error", f"legacy {path!r}", legacy=True)
             return
-        actions.append(SendFile(file, 0, size))
+        actions.append(SendFile(file, 0, size, path))
         self._finish(actions)
 
     def _serve_listing(self, request: List | Tree, actions: list[Action]) -> None:

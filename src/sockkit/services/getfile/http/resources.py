@@ -86,10 +86,11 @@ def _file(service, request: Request, transfers: Transfers, fd: int, name: str) -
         return Answer(416, [*headers, ("Content-Range", f"bytes */{size}")], length=0)
     headers.append(("Content-Type", content_type(name)))
     if not spans:
-        return _body(Answer(200, headers, head_only=head), transfers, fd, [(b"", Span(0, size - 1))], size)
+        return _body(Answer(200, headers, head_only=head), transfers, fd, [(b"", Span(0, size - 1))], size,
+                     request.path)
     if len(spans) == 1:
         headers.append(("Content-Range", content_range(spans[0], size)))
-        return _body(Answer(206, headers), transfers, fd, [(b"", spans[0])], spans[0].length)
+        return _body(Answer(206, headers), transfers, fd, [(b"", spans[0])], spans[0].length, request.path)
     # Several ranges: multipart/byteranges (RFC 9110 14.6), each part with its own head.
     kind = headers.pop()[1]
     headers.append(("Content-Type", f"multipart/byteranges; boundary={BOUNDARY}"))
@@ -97,7 +98,7 @@ def _file(service, request: Request, transfers: Transfers, fd: int, name: str) -
               .encode("ascii"), span) for span in spans]
     tail = f"\r\n--{BOUNDARY}--\r\n".encode("ascii")
     length = sum(len(head) + span.length for head, span in parts) + len(tail)
-    answer = _body(Answer(206, headers), transfers, fd, parts, length)
+    answer = _body(Answer(206, headers), transfers, fd, parts, length, request.path)
     answer.body.append(tail)
     return answer
 
@@ -118,7 +119,8 @@ def attachment(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def _body(answer: Answer, transfers: Transfers, fd: int, parts: list[tuple[bytes, Span]], length: int) -> Answer:
+def _body(answer: Answer, transfers: Transfers, fd: int, parts: list[tuple[bytes, Span]], length: int,
+          name: str = "") -> Answer:
     """Fill ``answer`` with ``parts`` of ``fd`` (inline when small, else zero-copy); closes or hands over ``fd``
     on every path, exceptions included."""
     answer.length = length
@@ -145,7 +147,7 @@ def _body(answer: Answer, transfers: Transfers, fd: int, parts: list[tuple[bytes
                 raise
             if source == fd:
                 fd = -1
-            answer.body.append(SendFile(file, span.start, span.length))
+            answer.body.append(SendFile(file, span.start, span.length, name))
     except BaseException:
         answer.discard()
         if fd >= 0:
