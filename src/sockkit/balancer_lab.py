@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import tempfile
@@ -78,11 +79,26 @@ class Machine:
         return self.successors.get(service) or self.server(service).pid
 
     def reload(self, service: str) -> int:
-        """SIGHUP; returns once the old process has drained and exited (the new pid)."""
-        if service in self.successors:
-            raise RuntimeError("reload the reloaded server by signalling its pid")
-        self.successors[service] = reload(self.server(service))
-        return self.successors[service]
+        """SIGHUP; returns once the old process has drained and exited (the new pid). A server that
+        is itself a reload's successor (not our child) is signalled by its pid; its successor prints
+        into the same log."""
+        if service not in self.successors:
+            self.successors[service] = reload(self.server(service))
+            return self.successors[service]
+        old, lines = self.successors[service], self.server(service).lines
+        seen = len(lines)
+        os.kill(old, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        new = None
+        while new is None or alive(old):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server {old} did not reload within 30 s after SIGHUP")
+            if new is None:
+                found = [match for line in lines[seen:] if (match := re.search(r"new server pid (\d+)", line))]
+                new = int(found[0].group(1)) if found else None
+            time.sleep(0.02)
+        self.successors[service] = new
+        return new
 
     def stop(self, service: str) -> None:
         """SIGTERM and wait: in-flight requests finish, then the process exits."""
