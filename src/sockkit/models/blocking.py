@@ -357,7 +357,11 @@ def send_file(sock: socket.socket, engine: Engine) -> None:
     if isinstance(sock, ssl.SSLSocket):
         buffer = memoryview(bytearray(min(TLS_FILE_CHUNK, engine.file_left)))
         while engine.file is not None:  # bounded: every turn sends at least one byte or raises
-            got = os.preadv(fd, [buffer[:min(len(buffer), engine.file_left)]], engine.file_offset)
+            try:
+                got = os.preadv(fd, [buffer[:min(len(buffer), engine.file_left)]], engine.file_offset)
+            except OSError as exc:
+                engine.file_failed(exc)  # the file's fault (EIO from the disk): logged, as sendfile's
+                return
             if got <= 0:
                 raise ConnectionError(f"file shrank while being sent ({engine.file_left} bytes short)")
             sock.sendall(buffer[:got])

@@ -144,7 +144,7 @@ class Plan:
             parts.append(head)
             if entry.size:
                 member = LazyMember(root, prefix + entry.path, entry.size, countdown.tick)
-                parts.append(SendFile(member, 0, entry.size))
+                parts.append(SendFile(member, 0, entry.size, prefix + entry.path))
         parts.append(self.tail)
         if not with_bodies:
             done()
