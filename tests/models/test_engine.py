@@ -773,3 +773,14 @@ def test_a_file_that_fails_to_read_is_logged_once_and_a_socket_error_is_not() ->
         if logged:
             assert "client ('127.0.0.1', 41234): reading 'dir/f.bin' failed at byte 0: Input/output error (EIO)" \
                 in log.errors[0]
+
+
+def test_secured_without_a_preface_starts_nothing_twice() -> None:
+    """The blocking models call ``secured()`` after every TLS handshake; without a preface the service
+    started at accept, and a second start logged the client twice and made a second connection."""
+    engine, adapter, conn, log = make(Script([[Send(b"answer")]]))
+    assert len(log.clients) == 1
+    engine.secured()
+    assert len(log.clients) == 1 and conn.closed == 0
+    adapter.receive(b"q")
+    assert bytes(adapter.wire) == b"answer"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import ssl
 import subprocess
@@ -179,3 +180,19 @@ def test_busy_line_survives_a_client_that_speaks_first(model, certificate):
                 second.sendall(b"spam\n" * 2000)
                 time.sleep(0.01)  # the server has sent its line and closed by now
                 assert read_line(second) == b"Echo=>server busy, try again later\n"
+
+
+@pytest.mark.parametrize("model", TLS_MODELS)
+def test_a_tls_client_is_logged_once(model, certificate):
+    """One 'Server connected by' line per client, as without TLS (339ff7a started the service a
+    second time after the handshake in the blocking models: two lines, two service connections)."""
+    cert, key = certificate
+    with running("echo", "--model", model, "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+                client_context(cert).wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(b"once\n")
+            assert read_line(sock) == b"Echo=>once\n"
+            port = sock.getsockname()[1]
+        server.wait_for_log(re.escape(f", {port})"))
+        time.sleep(0.3)  # (a second line would follow the first at once)
+    assert sum(f", {port})" in line for line in server.lines) == 1, server.lines

@@ -111,7 +111,8 @@ def serve_connection(sock: socket.socket, peer: Peer, server: Server, tracker: T
             read_preface_in_clear(sock, engine, tracker)
         if server.limits.tls is not None and engine.state is OPEN:
             sock = handshake(sock, server, tracker)
-            engine.secured()
+            if engine.awaiting_tls:
+                engine.secured()  # the service starts now (without a preface it started at accept)
         # Blocking socket, timeouts kept by the kernel: Python's own settimeout() polls before every
         # recv and send (strace: a poll and extra futex hand-offs per request, 2x the CPU).
         sock.settimeout(None)

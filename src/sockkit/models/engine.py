@@ -508,7 +508,11 @@ class Engine:
             self.inbox += rest
 
     def secured(self) -> None:
-        """The adapter's TLS handshake after the preface is done: the service starts (rule 7)."""
+        """The adapter's TLS handshake after the preface is done: the service starts (rule 7). Without
+        a preface waiting for it the service started at accept: nothing to do (a second start would
+        log the client twice and call the service's ``connect`` twice, the first never closed)."""
+        if not self.awaiting_tls:
+            return
         self.awaiting_tls = False
         self.tls_rest = b""
         self.request_began = 0.0
