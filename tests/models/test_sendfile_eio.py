@@ -19,7 +19,7 @@ import subprocess
 import pytest
 
 from sockkit.catalog import MODELS, models_where
-from sockkit.testing import read_line, running, worker_options
+from sockkit.testing import running, worker_options
 
 SHIM = r"""
 #define _GNU_SOURCE
@@ -78,6 +78,14 @@ ssize_t preadv64v2(int fd, const struct iovec *iov, int iovcnt, off_t offset, in
 SIZE = 256 * 1024  # past INLINE_BODY: sent with sendfile
 
 
+def read_line(sock: socket.socket) -> bytes:
+    """The answer line alone, a byte at a time (the body follows it at once)."""
+    line = b""
+    while not line.endswith(b"\n") and (byte := sock.recv(1)):
+        line += byte
+    return line
+
+
 @pytest.fixture(scope="module")
 def shim(tmp_path_factory) -> str:
     if shutil.which("cc") is None:
@@ -105,7 +113,6 @@ def test_an_eio_from_sendfile_is_logged_once_with_the_client_and_the_file(model,
             while len(body) < SIZE:
                 body += sock.recv(SIZE - len(body))
             assert body == (root / "good.bin").read_bytes()
-            port = sock.getsockname()[1]
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(b"GET1 0 - bad.bin\n")
             assert read_line(sock).startswith(b"OK1 %d " % SIZE)
