@@ -1,8 +1,14 @@
-"""Paired A/B with the C client: post-engine (main), pre-engine (3555a60) and the bare peers, rotating rounds."""
+"""Paired A/B with the C client: post-engine (main), pre-engine (3555a60) and the bare peers, rotating rounds.
+
+Usage: ab.py MODELS ROUNDS SECONDS CONNS [OUT]; with --count, the third argument is a number of requests per
+connection (echoload -n, 20 s cap) instead of seconds (the abn-c10.json run)."""
 import json, os, re, statistics, subprocess, sys, time
 NEW, OLD = "/work/wt-bench/.venv/bin/python", "/work/wt-bench-old/.venv/bin/python"
 PEERS = "/work/wt-bench/benchmarks/peers"
 ENV = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1048576", MALLOC_TRIM_THRESHOLD_="4194304")
+by_count = "--count" in sys.argv
+if by_count:
+    sys.argv.remove("--count")
 models = sys.argv[1].split(",")
 rounds, dur, conns = int(sys.argv[2]), sys.argv[3], sys.argv[4]
 targets = {}
@@ -37,7 +43,8 @@ try:
         for n in order:
             p, port = procs[n]
             c0 = cpu(p.pid)
-            out = subprocess.run(["/tmp/echoload", "-a", "127.0.0.1", "-p", str(port), "-c", conns, "-m", "1024", "-d", dur],
+            out = subprocess.run(["/tmp/echoload", "-a", "127.0.0.1", "-p", str(port), "-c", conns, "-m", "1024",
+                                  *(["-d", "20", "-n", dur] if by_count else ["-d", dur])],
                                  capture_output=True, text=True, timeout=60).stdout
             c1 = cpu(p.pid)
             d = json.loads(out.strip().splitlines()[-1])
