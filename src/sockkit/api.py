@@ -40,7 +40,8 @@ def serve(service: Service, *, model: str | None = None, host: str = "127.0.0.1"
 
     As ``sockkit serve``: ``model`` defaults to the fastest here; ``port`` (one or several) to the
     service's ``default_port``, else a free one; the limits are ``idle_timeout``,
-    ``request_timeout``, ``max_connections``, ``drain_timeout``, ``workers`` and ``fork``
+    ``request_timeout``, ``min_rate``, ``min_rate_window``, ``max_connections``, ``drain_timeout``,
+    ``workers`` and ``fork``
     (socketserver's ForkingTCPServer). Prints ``sockkit NAME server (MODEL) listening on HOST:PORT``
     per listener. Raises ValueError when the model cannot run the service (the sentence says why)
     or an option is wrong, ``OSError`` when a port cannot be bound, RuntimeError outside the main thread.

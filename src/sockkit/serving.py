@@ -28,7 +28,8 @@ from sockkit.services.actions import Service
 
 #: The limits ``sockkit.serve(**limits)`` accepts, as the ``Limits`` fields they set (the command
 #: line's ``--drain-timeout`` is ``drain_seconds`` there).
-LIMIT_FIELDS = {"idle_timeout": "idle_timeout", "request_timeout": "request_timeout",
+LIMIT_FIELDS = {"idle_timeout": "idle_timeout", "request_timeout": "request_timeout", "min_rate": "min_rate",
+                "min_rate_window": "rate_window",
                 "max_connections": "max_connections", "drain_timeout": "drain_seconds", "workers": "workers",
                 "fork": "fork"}
 
@@ -134,6 +135,7 @@ def plan(service: Service, *, model: str | None = None, host: str = "127.0.0.1",
 #: The least each limit may be, and why (``--max-connections 0`` would turn every client away, a zero
 #: deadline would close every connection at once); NaN fails every comparison, so it is refused too.
 _LEAST = {"idle_timeout": (0.0, False), "request_timeout": (0.0, False), "drain_timeout": (0.0, True),
+          "min_rate": (0, True), "min_rate_window": (0.0, False),
           "max_connections": (1, True), "workers": (1, True)}
 
 

@@ -409,6 +409,120 @@ def test_a_finished_request_clears_its_deadline() -> None:
     assert bytes(adapter.wire) == b"ok" and engine.request_began == 0.0 and engine.plain
 
 
+# -- the first request counts from accept (issue 16 item 9) ---------------------------------------
+def test_a_silent_connection_is_closed_at_the_request_deadline_of_its_accept() -> None:
+    engine, _adapter, conn, _ = make(idle_timeout=300, request_timeout=3)
+    assert engine.request_began == 100.0 and engine.read_timeout(100.0) == pytest.approx(3.0)
+    assert not engine.sweep(102.9)
+    assert engine.sweep(103.5) and engine.aborted and conn.got == []
+
+
+def test_the_first_request_is_due_within_the_deadline_of_accept_not_of_its_first_byte() -> None:
+    partial = {"on": True}
+    engine, adapter, _, _ = make(Script([[], b"ok"], pending=lambda: partial["on"]), request_timeout=3)
+    adapter.clock.now = 102.0
+    adapter.receive(b"GET")  # a start, 2 s after accept
+    assert engine.request_began == 100.0
+    assert engine.sweep(103.5) and engine.aborted
+
+
+def test_after_the_first_request_silence_is_the_idle_timeouts_business() -> None:
+    engine, adapter, _, _ = make(Script([b"one", b"two"]), idle_timeout=300, request_timeout=3)
+    adapter.clock.now = 101.0
+    adapter.receive(b"first")
+    assert bytes(adapter.wire) == b"one" and engine.request_began == 0.0 and engine.plain
+    assert not engine.sweep(101.0) and not engine.sweep(400.0)  # keep-alive between requests
+    assert engine.received(b"second") == b"two"
+    assert not engine.sweep(400.5) and engine.sweep(701.0) and engine.aborted
+
+
+def test_a_first_byte_that_is_not_a_pending_request_ends_the_accept_deadline() -> None:
+    engine, adapter, _, _ = make(Script([[]]), idle_timeout=300, request_timeout=3)
+    adapter.receive(b"x")  # no answer, and the service says nothing is half-received
+    assert engine.request_began == 0.0 and engine.plain
+    assert not engine.sweep(150.0)
+
+
+def test_a_service_that_speaks_first_waits_for_its_client_the_idle_timeout() -> None:
+    """A banner or a prompt invites a person to read and think (sockkit talk): not a trickler."""
+    engine, adapter, _, _ = make(Script(start=[Send(b"hello\n")]), idle_timeout=300, request_timeout=3)
+    assert bytes(adapter.wire) == b"hello\n" and engine.request_began == 0.0
+    assert not engine.sweep(100.0) and not engine.sweep(150.0)
+    assert engine.sweep(401.0) and engine.aborted
+
+
+def test_after_a_preface_the_first_request_still_counts_from_accept() -> None:
+    clock, log = Clock(), RecordingLog()
+    engine = Engine(OneService(Script()), PEER, log, Limits(request_timeout=5), clock, preface=Header())
+    clock.now = 102.0
+    engine.received(b"NAME 10.1.2.3 999\n")
+    assert log.clients == [Peer("10.1.2.3", 999)] and engine.request_began == 100.0
+    assert engine.sweep(105.5) and engine.aborted
+
+
+# -- the minimum rate of a file transfer (issue 16 item 7) ---------------------------------------------
+def file_reply(size: int = 1 << 20) -> list:
+    return [Send(b"OK\n"), SendFile(TrackedFile(bytes(size)), 0, size)]
+
+
+def sip(engine: Engine, adapter: Adapter, seconds: int, per_second: int) -> bool:
+    """The client takes ``per_second`` bytes a second for ``seconds``; True once the engine cut it."""
+    for _ in range(seconds):
+        adapter.clock.now += 1
+        adapter.pump(room=per_second)
+        if engine.sweep(adapter.clock.now):
+            return True
+    return False
+
+
+def test_a_file_taken_slower_than_the_minimum_rate_is_cut_and_logged() -> None:
+    engine, adapter, conn, log = make(Script([file_reply()]), idle_timeout=300, min_rate=1000, rate_window=10)
+    adapter.receive(b"get", room=64 * 1024)
+    assert engine.file is not None
+    assert sip(engine, adapter, 30, 900)  # every second some progress: never idle, but too slow
+    assert engine.aborted and engine.file is None and all(f.closed for f in conn.handed)
+    assert adapter.clock.now <= 100 + 1 + 2 * 10  # the first whole window after it started
+    assert len(log.errors) == 1 and "('127.0.0.1', 41234)" in log.errors[0] and "minimum rate" in log.errors[0]
+
+
+def test_a_slow_but_real_link_is_not_cut() -> None:
+    engine, adapter, _, log = make(Script([file_reply()]), idle_timeout=300, min_rate=1000, rate_window=10)
+    adapter.receive(b"get", room=64 * 1024)
+    assert not sip(engine, adapter, 60, 1100)
+    assert engine.state is OPEN and engine.file is not None and log.errors == []
+
+
+def test_the_minimum_rate_counts_what_left_the_adapter_not_what_it_was_handed() -> None:
+    """asyncio's TLS path hands the transport a whole chunk at once: its backlog shrinking is the
+    client's pace, and a backlog that stays full is no progress."""
+    engine, adapter, _, _ = make(Script([file_reply()]), idle_timeout=300, min_rate=1000, rate_window=10)
+    adapter.receive(b"get", room=3)  # the header line goes out, the file starts
+    engine.file_sent(200_000)  # handed to the transport in one write
+    backlog = 200_000
+    for second in range(1, 30):
+        backlog -= 500  # the client takes 500 bytes a second of it
+        if engine.sweep(100.0 + second, backlog):
+            break
+    assert engine.aborted and second <= 21
+
+
+def test_no_minimum_rate_without_a_file_or_when_it_is_off() -> None:
+    engine, adapter, _, _ = make(Script([[Send(b"x" * 100_000)]]), idle_timeout=300, min_rate=1000, rate_window=10)
+    adapter.receive(b"q", room=0)
+    assert engine.file is None and not sip(engine, adapter, 60, 100)  # bytes, not a file: the idle timeout's business
+    engine, adapter, _, _ = make(Script([file_reply()]), idle_timeout=300, min_rate=0, rate_window=10)
+    adapter.receive(b"get", room=3)
+    assert engine.file is not None and not sip(engine, adapter, 60, 100)
+
+
+def test_a_file_never_read_is_idle_after_the_idle_timeout() -> None:
+    """Issue 16 item 6: a download nobody reads holds its file only until the idle timeout."""
+    engine, adapter, conn, _ = make(Script([file_reply()]), idle_timeout=3, min_rate=0)
+    adapter.receive(b"get", room=100_000)
+    assert not engine.sweep(100.1) and not engine.sweep(103.0)  # (progress is dated by the sweep that saw it)
+    assert engine.sweep(103.5) and engine.aborted and all(f.closed for f in conn.handed)
+
+
 # -- idle: no progress in either direction ----------------------------------------------------
 def test_idle_means_no_progress_either_way() -> None:
     engine, _adapter, _, _ = make(Script([b"x" * 10]), idle_timeout=5)

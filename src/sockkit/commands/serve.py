@@ -14,11 +14,14 @@ from sockkit import activation, affinity, catalog, plugins, serving
 from sockkit.models.settings import (
     DEFAULT_IDLE_SECONDS,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MIN_RATE,
+    DEFAULT_RATE_WINDOW,
     DEFAULT_REQUEST_SECONDS,
     Limits,
 )
 from sockkit.net import BindError
 from sockkit.ports import listen_port
+from sockkit.sizes import parse_size
 
 # Service names are listed eagerly for argparse; their modules load only when chosen.
 
@@ -144,6 +147,12 @@ def add_server_arguments(parser: argparse.ArgumentParser, spec: catalog.ServiceS
     parser.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_SECONDS, metavar="SECONDS",
                         help="a started request must be complete within this long, however slowly it trickles "
                              f"(default {DEFAULT_REQUEST_SECONDS:g})")
+    parser.add_argument("--min-rate", type=parse_size, default=DEFAULT_MIN_RATE, metavar="BYTES",
+                        help="while a file is being sent, a client taking fewer than BYTES a second, averaged over "
+                             "each --min-rate-window, is cut and logged (default 1k: 20 KiB per 20 s, slower "
+                             "than any real link; 0: no minimum)")
+    parser.add_argument("--min-rate-window", type=float, default=DEFAULT_RATE_WINDOW, metavar="SECONDS",
+                        help=f"the window --min-rate is averaged over (default {DEFAULT_RATE_WINDOW:g})")
     parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                         help=f"clients served at once; more get a busy reply (default {DEFAULT_MAX_CONNECTIONS})")
     parser.add_argument("--drain-timeout", type=float, default=Limits.drain_seconds, metavar="SECONDS",
@@ -189,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
                               tls_key=args.tls_key, cpus=args.cpus, insecure=args.insecure, quiet=args.quiet,
                               proxy_protocol=args.proxy_protocol, trusted_proxies=args.trusted_proxy,
                               idle_timeout=args.idle_timeout, request_timeout=args.request_timeout,
+                              min_rate=args.min_rate, min_rate_window=args.min_rate_window,
                               max_connections=args.max_connections, drain_timeout=args.drain_timeout,
                               workers=args.workers, fork=args.fork)
     except (ValueError, OSError) as exc:

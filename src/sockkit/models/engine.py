@@ -38,6 +38,15 @@ Rules kept here, each in one place:
    request has come (``pending_request()``), the rest must come within ``request_timeout`` of its
    first byte. *Linger* -- after our FIN, the peer's input is read and dropped for at most
    ``LINGER_SECONDS`` and ``LINGER_BYTES``, so our reply is not destroyed by a reset.
+   The *first* request is due within ``request_timeout`` of accept (nginx's client_header_timeout):
+   a connection that sends nothing is closed then, not after the idle timeout -- unless the
+   service spoke first (``start`` answered: a banner, a prompt), whose client may be a person who
+   reads and thinks; the idle timeout governs that one, and every wait between later requests.
+   *Minimum rate* -- while a file is being sent, the client must take at least
+   ``min_rate * rate_window`` bytes in every ``rate_window`` seconds (counted by ``sweep``, from
+   ``file_sent`` and the adapter's backlog), or it is cut and logged: a reader too slow to be any
+   real link must not hold a transfer (its slot, its descriptor) for ever by reading a little
+   before each idle timeout. The fast paths carry no file, so they pay nothing for it.
 5. Fast paths (measured; see docs/benchmarks.md): a ``receive`` answered with bare ``bytes`` while
    nothing else is pending is handed back from ``received`` with no list, no ``Send`` and no clock
    read; a connection whose answers are its input (``mirrors``) is not called at all while
@@ -172,6 +181,7 @@ class Engine:
         "linger_budget",
         "linger_until",
         "log",
+        "min_rate",
         "mirroring",
         "mirrors",
         "out",
@@ -182,6 +192,7 @@ class Engine:
         "plain",
         "preface",
         "progressed",
+        "rate_window",
         "ready",
         "receive",
         "request_began",
@@ -191,6 +202,9 @@ class Engine:
         "state",
         "stopping",
         "tls_rest",
+        "window_backlog",
+        "window_began",
+        "window_moved",
     )
 
     def __init__(self, service: Service, peer: Peer, log: Log, limits: Limits, clock: Callable[[], float], *,
@@ -205,6 +219,13 @@ class Engine:
         self.clock = clock
         self.idle_timeout = limits.idle_timeout
         self.request_timeout = limits.request_timeout
+        self.min_rate = limits.min_rate
+        self.rate_window = limits.rate_window
+        #: The minimum-rate window (rule 4): when it began (0: no file going out), the file bytes
+        #: sent in it and the adapter's backlog at its start.
+        self.window_began = 0.0
+        self.window_moved = 0
+        self.window_backlog = 0
         self.state = OPEN
         #: Closed at once rather than flushed (a failure, a deadline, a cut).
         self.aborted = False
@@ -232,7 +253,6 @@ class Engine:
         self.linger_budget = LINGER_BYTES
         self.flooded = False
         self.deadline = 0.0
-        self.request_began = 0.0
         self.paused = False
         self.stopping = False
         #: Bytes have reached the service (rule 6: until then, a stop gives a grace until ``grace_until``).
@@ -243,10 +263,10 @@ class Engine:
         self.progressed = False
         self.last_progress = clock()
         self.ready = self.plain = self.mirroring = False
+        # The preface, then the first request, are due within the request deadline of accept (rule 4).
+        self.request_began = self.last_progress
         if preface is None:
             self._open(peer)
-        else:
-            self.request_began = self.last_progress  # the preface is due within the request deadline
         self._settle()
 
     # -- events in -------------------------------------------------------------------------------
@@ -291,6 +311,7 @@ class Engine:
     def file_sent(self, count: int) -> None:
         """``count`` more bytes of the file range went out (the adapter sends from ``file_offset``)."""
         self.progressed = True
+        self.window_moved += count
         self.file_offset += count
         self.file_left -= count
         if self.file_left <= 0:
@@ -343,6 +364,10 @@ class Engine:
             self._abort()  # trickling a request (or never finishing a preface): the deadline is absolute
         elif now - self.last_progress > self.idle_timeout:
             self._abort()  # nothing moved either way: a silent client or one that stopped reading
+        elif self.file is None or not self.min_rate:
+            self.window_began = 0.0
+        else:
+            self._check_rate(now, backlog)
         if self.state is before and not self.aborted:
             return False
         self._settle()
@@ -502,8 +527,7 @@ class Engine:
         if self.awaiting_tls:
             self.peer, self.tls_rest = peer, rest  # the handshake's: the service starts once secured()
             return
-        self.request_began = 0.0
-        self._open(peer)
+        self._open(peer)  # (the first request's deadline still counts from accept)
         if rest:
             self.inbox += rest
 
@@ -514,8 +538,7 @@ class Engine:
         if not self.awaiting_tls:
             return
         self.awaiting_tls = False
-        self.tls_rest = b""
-        self.request_began = 0.0
+        self.tls_rest = b""  # (the first request's deadline still counts from accept)
         if self.state is OPEN:
             self._open(self.peer)
         self._settle()
@@ -571,13 +594,18 @@ class Engine:
             else:
                 self._service_failed(TypeError(f"receive() returned {type(reply).__name__}, not a list or bytes"))
                 return
-        elif data and self.pending_request is not None and not self.request_began:
-            try:
-                pending = self.pending_request()
-            except Exception as exc:  # rule 3
-                self._service_failed(exc)
-                return
-            if pending:
+        elif data and (self.request_began or self.pending_request is not None):
+            # (With request_began set this is never the fast path: ``plain`` is False.)
+            pending = False
+            if self.pending_request is not None:
+                try:
+                    pending = self.pending_request()
+                except Exception as exc:  # rule 3
+                    self._service_failed(exc)
+                    return
+            if not pending:
+                self.request_began = 0.0  # a whole request (or no notion of one): no deadline now
+            elif not self.request_began:
                 self.request_began = self.clock()
         if data is not None and not data:
             self.eof = fin
@@ -681,6 +709,23 @@ class Engine:
             self.deadline = self.linger_until
         else:
             self.deadline = 0.0
+
+    def _check_rate(self, now: float, backlog: int) -> None:
+        """A file is going out: cut a client that took less than the minimum rate in a whole window
+        (what left us: file bytes handed to the adapter, less what its backlog grew by)."""
+        began = self.window_began
+        if not began:
+            self.window_began, self.window_moved, self.window_backlog = now, 0, backlog
+            return
+        if now - began < self.rate_window:
+            return
+        moved = self.window_moved + self.window_backlog - backlog
+        if moved >= self.min_rate * self.rate_window:
+            self.window_began, self.window_moved, self.window_backlog = now, 0, backlog
+            return
+        self.log.refused(f"client {client_name(self.peer)} took {max(0, moved):,} bytes in {now - began:.1f} s, "
+                         f"under the minimum rate ({self.min_rate:,} bytes/s over {self.rate_window:g} s); closed")
+        self._abort()
 
     def _linger_over(self) -> None:
         if self.backlog:
