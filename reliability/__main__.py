@@ -14,6 +14,7 @@ from reliability import (  # noqa: F401  (register scenarios)
     getfile_scenarios,
     model_scenarios,
     proxy_scenarios,
+    slot_hostile,
     tls_scenarios,
 )
 from reliability.suite import SCENARIOS, Scale, render, run_one, write
