@@ -460,6 +460,20 @@ def test_after_a_preface_the_first_request_still_counts_from_accept() -> None:
     assert engine.sweep(105.5) and engine.aborted
 
 
+def test_after_a_preface_and_a_tls_handshake_the_first_request_still_counts_from_accept() -> None:
+    """PROXY before TLS: neither the header nor the handshake restarts the request deadline."""
+    clock, log = Clock(), RecordingLog()
+    engine = Engine(OneService(Script()), PEER, log, Limits(request_timeout=5), clock, preface=Header(),
+                    tls_after_preface=True)
+    clock.now = 102.0
+    engine.received(b"NAME 10.1.2.3 999\n")
+    assert engine.wants_handshake and log.clients == []
+    clock.now = 104.0
+    engine.secured()
+    assert log.clients == [Peer("10.1.2.3", 999)] and engine.request_began == 100.0
+    assert not engine.sweep(104.9) and engine.sweep(105.5) and engine.aborted
+
+
 # -- the minimum rate of a file transfer (issue 16 item 7) ---------------------------------------------
 def file_reply(size: int = 1 << 20) -> list:
     return [Send(b"OK\n"), SendFile(TrackedFile(bytes(size)), 0, size)]
