@@ -18,6 +18,7 @@ from pathlib import Path
 from reliability.getfile_scenarios import getfile_server
 from reliability.model_scenarios import MODELS, ONE_AT_A_TIME
 from reliability.suite import Row, Scale, scenario
+from sockkit.testing import read_line
 
 #: The file the hostile clients ask for (sparse: costs no disk) and the honest one (> 64 KiB).
 BIG = 256 << 20
@@ -32,16 +33,6 @@ def _tree() -> Path:
     return base
 
 
-def _read_line(sock: socket.socket) -> bytes:
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = sock.recv(1)
-        if not chunk:
-            break
-        line += chunk
-    return line
-
-
 def _hostile_get(port: int) -> socket.socket:
     """A client that asks for big.bin with a 4 KiB receive buffer (set before connecting)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -49,7 +40,7 @@ def _hostile_get(port: int) -> socket.socket:
     sock.settimeout(10)
     sock.connect(("127.0.0.1", port))
     sock.sendall(b"GET1 0 - big.bin\n")
-    _read_line(sock)  # its answer line: the transfer (and its slot) has begun
+    read_line(sock)  # its answer line: the transfer (and its slot) has begun
     return sock
 
 
@@ -62,7 +53,7 @@ def _honest_until(port: int, began: float, budget: float) -> tuple[float | None,
         with contextlib.suppress(OSError), \
                 socket.create_connection(("127.0.0.1", port), timeout=left) as sock:
             sock.sendall(b"GET1 0 - honest.bin\n")
-            head = _read_line(sock)
+            head = read_line(sock)
             if head.startswith(b"OK1"):
                 got = 0
                 while got < HONEST:

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -282,14 +283,22 @@ def exchange_line(port: int, message: bytes, host: str = "127.0.0.1", timeout: f
 
 
 def read_line(sock: socket.socket) -> bytes:
-    """Bytes up to and including the next newline (or to the end of the stream)."""
-    data = bytearray()
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return bytes(data)
+    """Bytes up to and including the next newline (or to the end of the stream), and not one byte
+    more: what follows (a file's body, the next answer) stays in the socket for the next read."""
+    if isinstance(sock, ssl.SSLSocket):  # no MSG_PEEK through TLS: a byte at a time
+        line = bytearray()
+        while not line.endswith(b"\n") and (byte := sock.recv(1)):
+            line += byte
+        return bytes(line)
+    line = bytearray()
+    while True:
+        seen = sock.recv(65536, socket.MSG_PEEK)
+        if not seen:
+            return bytes(line)
+        end = seen.find(b"\n")
+        line += sock.recv(len(seen) if end < 0 else end + 1)  # already here: takes exactly that much
+        if end >= 0:
+            return bytes(line)
 
 
 def ipv6_available() -> bool:

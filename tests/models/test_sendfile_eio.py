@@ -19,7 +19,7 @@ import subprocess
 import pytest
 
 from sockkit.catalog import MODELS, models_where
-from sockkit.testing import running, worker_options
+from sockkit.testing import read_line, running, worker_options
 
 SHIM = r"""
 #define _GNU_SOURCE
@@ -76,14 +76,6 @@ ssize_t preadv64v2(int fd, const struct iovec *iov, int iovcnt, off_t offset, in
 """
 
 SIZE = 256 * 1024  # past INLINE_BODY: sent with sendfile
-
-
-def read_line(sock: socket.socket) -> bytes:
-    """The answer line alone, a byte at a time (the body follows it at once)."""
-    line = b""
-    while not line.endswith(b"\n") and (byte := sock.recv(1)):
-        line += byte
-    return line
 
 
 @pytest.fixture(scope="module")
