@@ -28,6 +28,7 @@ from sockkit.models.engine import (
     STOP_GRACE_SECONDS,
     Engine,
     open_engine,
+    sweep_period,
 )
 from sockkit.models.settings import RECV_SIZE, SENDFILE_MAX, Server
 from sockkit.services.actions import Peer
@@ -348,7 +349,7 @@ TLS_FILE_CHUNK = 256 * 1024
 
 def send_file(sock: socket.socket, engine: Engine) -> None:
     """The engine's file range, zero-copy where the kernel can, under the engine's idle and
-    minimum-rate rules (its ``sweep``, at least every ``sweep_seconds``).
+    minimum-rate rules (its ``sweep``, at least every ``sweep_period``).
 
     Plain sockets: ``os.sendfile`` with the descriptor non-blocking for the transfer, and ``poll``
     for writability between calls. A blocking ``sendfile`` cannot be bounded in time: its
@@ -379,7 +380,7 @@ def send_file(sock: socket.socket, engine: Engine) -> None:
     out = sock.fileno()
     writable = select.poll()
     writable.register(out, select.POLLOUT)
-    tick = sweep_seconds(engine)
+    tick = sweep_period(engine)
     next_check = time.monotonic() + tick
     os.set_blocking(out, False)
     try:
@@ -403,12 +404,6 @@ def send_file(sock: socket.socket, engine: Engine) -> None:
     finally:
         with contextlib.suppress(OSError):
             os.set_blocking(out, True)
-
-
-def sweep_seconds(engine: Engine) -> float:
-    """How often a file transfer asks the engine's ``sweep`` (as the event loops do, every quarter
-    of the shortest deadline, between 0.05 and 1 s)."""
-    return min(1.0, max(0.05, min(engine.idle_timeout, engine.rate_window) / 4))
 
 
 def _check(engine: Engine, now: float) -> None:

@@ -150,10 +150,14 @@ class _Refused:
 _REFUSED = _Refused()
 
 
-def sweep_period(limits: Limits) -> float:
-    """How often an event-loop adapter calls ``sweep``: a quarter of the shortest deadline, between
-    0.05 s and 1 s (the idle and request deadlines are honoured to within that)."""
-    return min(1.0, max(0.05, min(limits.idle_timeout, limits.request_timeout) / 4))
+def sweep_period(limits: Limits | Engine) -> float:
+    """How often an adapter calls ``sweep`` (the event loops always, the blocking models during a
+    file transfer): a quarter of the shortest deadline -- idle, request, and the minimum-rate window
+    when there is a minimum -- between 0.05 s and 1 s (each is honoured to within that)."""
+    shortest = min(limits.idle_timeout, limits.request_timeout)
+    if limits.min_rate:
+        shortest = min(shortest, limits.rate_window)
+    return min(1.0, max(0.05, shortest / 4))
 
 
 class Engine:
