@@ -218,3 +218,41 @@ def test_slow_headers_meet_the_request_deadline(tree, model):
                 closed = True
                 break
         assert closed and time.monotonic() - began < 8
+
+
+
+@needs_curl
+@pytest.mark.parametrize("model", HOSTILE_MODELS)
+def test_curl_sipping_a_file_loses_its_slot_at_the_minimum_rate(tmp_path, model):
+    """curl --limit-rate far under --min-rate holds the one transfer slot until the server cuts it
+    (within a few windows once the socket buffers are full); then a fast curl gets the whole file.
+    (The sipper itself still reads what the kernel buffered, megabytes at 16 KiB/s: it is stopped here.)"""
+    root = tmp_path / "root"
+    root.mkdir()
+    size = 64 << 20  # past what loopback's socket buffers hold, so the sender must wait on the reader
+    with open(root / "big.bin", "wb") as big:
+        big.truncate(size)
+    args = ("getfile", "--root", str(root), "--port", "0", "--model", model, "--max-transfers", "1",
+            "--min-rate", "256k", "--min-rate-window", "2")
+    with running(*args) as server:
+        sipper = subprocess.Popen([CURL, "-sSf", "--max-time", "60", "--limit-rate", "16k", "-o",
+                                   str(tmp_path / "sipped"), url(server, "/big.bin")], stderr=subprocess.DEVNULL)
+        try:
+            sipped = tmp_path / "sipped"
+            deadline = time.monotonic() + 10
+            while not (sipped.exists() and sipped.stat().st_size) and time.monotonic() < deadline:
+                time.sleep(0.05)  # until the sipper holds the slot (its body has begun)
+            assert sipped.exists() and sipped.stat().st_size, "the sipper's download never began"
+            began, served = time.monotonic(), None
+            while time.monotonic() - began < 20:
+                fast = curl("-o", str(tmp_path / "fast"), "-w", "%{http_code}", url(server, "/big.bin"), check=False)
+                if fast.stdout == b"200":
+                    served = time.monotonic() - began
+                    break
+                time.sleep(0.5)
+            assert served is not None, "the sipper kept the only transfer slot for 20 s"
+            assert (tmp_path / "fast").stat().st_size == size
+            assert sipper.poll() is None  # still sipping its buffered bytes: the cut was the server's
+        finally:
+            sipper.kill()
+            sipper.wait()
